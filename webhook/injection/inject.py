@@ -1,0 +1,165 @@
+"""The pure core: a pod (plain dict, as the API server sent it) and the config in; the new pod out.
+
+No I/O, no globals, no typed round-trip of the pod (that would drop fields we do not know). Order of
+what is added, documented in README.md and pinned by golden tests:
+
+- initContainers: our run-to-completion steps (wait-for, git clone, init templates), then, with native
+  sidecars, our sidecars (TLS proxy, exporter, log tailers, sidecar templates) with
+  `restartPolicy: Always`, then the pod's own initContainers, untouched and in their order;
+- containers: the pod's own, then (classic sidecars) ours in the same order;
+- volumes: the pod's own, then ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+
+from webhook import __version__
+from webhook.injection import annotations as keys
+from webhook.injection import exporter, init_steps, log_tail, tls_proxy, values
+from webhook.injection.annotations import AnnotationReader
+from webhook.injection.config import InjectorConfig
+from webhook.injection.errors import AnnotationError, InvalidAnnotations
+from webhook.injection.workspace import Json, Workspace
+
+Feature = Callable[[Workspace, InjectorConfig], None]
+
+# The TLS proxy runs first: it moves the app's port, which the exporter must then follow.
+FEATURES: tuple[tuple[str, Feature], ...] = (
+    (keys.TLS_PROXY, tls_proxy.apply),
+    (keys.EXPORTER, exporter.apply),
+    (keys.LOG_TAIL, log_tail.apply),
+    (keys.INIT_WAIT_FOR, init_steps.apply_wait_for),
+    (keys.INIT_GIT_CLONE, init_steps.apply_git_clone),
+    (keys.INIT_TEMPLATES, init_steps.apply_init_templates),
+    (keys.SIDECAR_TEMPLATES, init_steps.apply_sidecar_templates),
+)
+
+
+@dataclass(frozen=True)
+class Result:
+    pod: Json  # the input object itself when nothing changes
+    warnings: tuple[str, ...] = ()
+    injected: tuple[str, ...] = ()  # feature names, for logs and metrics
+    reason: str = "injected"
+    status: Json = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.injected)
+
+
+def _annotations(pod: Json) -> dict[str, str]:
+    metadata = pod.get("metadata") or {}
+    found = metadata.get("annotations") or {}
+    return found if isinstance(found, dict) else {}
+
+
+def opted_out(pod: Json) -> bool:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return "false" in (str(_annotations(pod).get(keys.INJECT, "")).lower(), str(labels.get(keys.INJECT, "")).lower())
+
+
+def _check_status(pod: Json, raw: str) -> Result:
+    """An injected pod comes back (reinvocation, `inject` run twice): verify and change nothing."""
+    problem = None
+    try:
+        status = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        status = None
+    if not isinstance(status, dict):
+        problem = "is not the JSON that podpatterns writes"
+    else:
+        spec = pod.get("spec") or {}
+        present = {
+            "containers": {c.get("name") for c in spec.get("containers") or []},
+            "initContainers": {c.get("name") for c in spec.get("initContainers") or []},
+            "volumes": {v.get("name") for v in spec.get("volumes") or []},
+        }
+        for group, names in present.items():
+            missing = [n for n in status.get(group) or [] if n not in names]
+            if missing:
+                problem = (f"says {', '.join(map(str, missing))} were injected, but the pod has no such {group}; "
+                           f"remove {keys.STATUS} to inject again")
+                break
+    if problem:
+        raise InvalidAnnotations([AnnotationError(keys.STATUS, raw, problem)])
+    return Result(pod=pod, reason="already injected", status=status or {})
+
+
+def _warnings_for_keys(annotations: dict[str, str]) -> list[str]:
+    warnings = [f"unknown annotation {k}: podpatterns ignores it (misspelt?)" for k in keys.unknown_keys(annotations)]
+    for option, feature in keys.OPTION_OF.items():
+        if option in annotations and feature not in annotations:
+            warnings.append(f"annotation {option} has no effect without {feature}")
+    return warnings
+
+
+def inject(pod: Json, config: InjectorConfig) -> Result:
+    """Inject what the pod's annotations ask for. Raises InvalidAnnotations listing every problem."""
+    annotations = _annotations(pod)
+    if opted_out(pod):
+        return Result(pod=pod, reason="opted out")
+    if keys.STATUS in annotations:
+        return _check_status(pod, str(annotations[keys.STATUS]))
+    if not keys.wants_injection(annotations):
+        return Result(pod=pod, reason="no podpatterns annotation", warnings=tuple(_warnings_for_keys(annotations)))
+
+    reader = AnnotationReader(annotations)
+    if keys.INJECT in annotations:
+        values.boolean(reader, keys.INJECT, reader.get(keys.INJECT) or "")
+    native = config.native_sidecars
+    if (raw := reader.get(keys.NATIVE_SIDECARS)) is not None:
+        native = bool(values.boolean(reader, keys.NATIVE_SIDECARS, raw))
+    ws = Workspace(pod, reader)
+    ws.warnings += _warnings_for_keys(annotations)
+    injected = []
+    for key, apply in FEATURES:
+        if key in annotations:
+            apply(ws, config)
+            injected.append(key.removeprefix(keys.PREFIX))
+    if reader.errors:
+        raise InvalidAnnotations(reader.errors)
+    return _assemble(pod, ws, native=native, injected=tuple(injected))
+
+
+def _assemble(pod: Json, ws: Workspace, *, native: bool, injected: tuple[str, ...]) -> Result:
+    sidecars = ws.added.sidecars
+    if native:
+        sidecars = [{**c, "restartPolicy": "Always"} for c in sidecars]
+        init_containers = [*ws.added.init_steps, *sidecars, *ws.init_containers]
+        containers = ws.containers
+    else:
+        init_containers = [*ws.added.init_steps, *ws.init_containers]
+        containers = [*ws.containers, *sidecars]
+
+    status = {
+        "containers": [] if native else [c["name"] for c in sidecars],
+        "initContainers": [c["name"] for c in ws.added.init_steps] + ([c["name"] for c in sidecars] if native else []),
+        "volumes": [v["name"] for v in ws.added.volumes],
+        "features": list(injected),
+        "version": __version__,
+    }
+    metadata = dict(pod.get("metadata") or {})
+    metadata["annotations"] = {
+        **ws.annotations,
+        **ws.added.annotations,
+        keys.STATUS: orjson.dumps(status, option=orjson.OPT_SORT_KEYS).decode(),
+    }
+    spec = dict(ws.spec)
+    spec["containers"] = containers
+    if init_containers:
+        spec["initContainers"] = init_containers
+    spec["volumes"] = [*ws.volumes, *ws.added.volumes]
+    if ws.sysctls:
+        security = dict(spec.get("securityContext") or {})
+        present = {s.get("name") for s in security.get("sysctls") or []}
+        added = [s for s in ws.sysctls if s["name"] not in present]
+        if added:
+            security["sysctls"] = [*(security.get("sysctls") or []), *added]
+            spec["securityContext"] = security
+    return Result(pod={**pod, "metadata": metadata, "spec": spec}, warnings=tuple(ws.warnings),
+                  injected=injected, status=status)

@@ -1,0 +1,217 @@
+"""Ambassador: an nginx container takes over the app's port (number and name) and terminates TLS.
+
+The app moves to 127.0.0.1:<app port>; kubelet probes that targeted the moved port are rewritten to
+go through the proxy, because kubelet dials the pod IP, where only nginx now listens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from webhook.injection import annotations as keys
+from webhook.injection import nginx_conf, values
+from webhook.injection.config import InjectorConfig
+from webhook.injection.security import restricted
+from webhook.injection.workspace import Json, Workspace
+
+CONTAINER = "podpatterns-tls-proxy"
+VOLUME_TLS = "podpatterns-tls"
+VOLUME_CLIENT_CA = "podpatterns-client-ca"
+VOLUME_CONF = "podpatterns-tls-proxy-conf"
+VOLUME_TMP = "podpatterns-tls-proxy-tmp"
+PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
+HOOKS = ("postStart", "preStop")
+
+
+def _resolve_port(ws: Workspace, key: str, raw: str, container: Json) -> Json | None:
+    """The port entry to take over, by name or number; the default is the container's only port."""
+    ports = [p for p in container.get("ports") or [] if isinstance(p, dict)]
+    r = ws.reader
+    if not raw:
+        if len(ports) != 1:
+            r.fail(keys.TLS_PROXY, ws.annotations.get(keys.TLS_PROXY, ""),
+                   f"container {container.get('name')!r} declares {len(ports)} ports; "
+                   f"say which one to secure with {keys.TLS_PROXY_PORT}")
+            return None
+        return ports[0]
+    ref = values.port_ref(r, key, raw)
+    if ref is None:
+        return None
+    field = "containerPort" if isinstance(ref, int) else "name"
+    found = next((p for p in ports if p.get(field) == ref), None)
+    if found is None and isinstance(ref, int):
+        ws.warnings.append(f"{key}: container {container.get('name')!r} does not declare port {ref}; "
+                           "the TLS proxy takes it over anyway")
+        return {"containerPort": ref, "protocol": "TCP"}
+    if found is None:
+        declared = ", ".join(str(p.get("name") or p.get("containerPort")) for p in ports) or "none"
+        r.fail(key, raw, f"container {container.get('name')!r} has no port named {ref!r} (ports: {declared})")
+    return found
+
+
+def _app_port(ws: Workspace, key: str, raw: str | None, original: int) -> int | None:
+    used = ws.used_ports() | {original}
+    if raw:
+        port = values.port_number(ws.reader, key, raw)
+        if port is not None and port in used:
+            ws.reader.fail(key, raw, f"port {port} is already used in this pod")
+            return None
+        return port
+    # The classic layout: 9200 -> 9201; else the next port nobody uses.
+    for port in list(range(original + 1, 65536)) + list(range(1024, original)):
+        if port not in used:
+            return port
+    ws.reader.fail(keys.TLS_PROXY, ws.annotations.get(keys.TLS_PROXY, ""), "no free port for the app")
+    return None
+
+
+def _rewrite_handler(ws: Workspace, handler: Any, *, where: str, port: Json, match_name: bool,
+                     mtls_tcp: bool, open_paths: list[str]) -> Any:
+    """A probe or lifecycle handler pointed at the proxy, or the handler itself when it is not affected."""
+    if not isinstance(handler, dict):
+        return handler
+    number, name = port["containerPort"], port.get("name")
+
+    def hits(ref: Any) -> bool:
+        return ref == number or (match_name and name is not None and ref == name)
+
+    tls_key, tls_value = keys.TLS_PROXY, ws.annotations.get(keys.TLS_PROXY, "")
+    if isinstance(handler.get("httpGet"), dict) and hits(handler["httpGet"].get("port")):
+        if mtls_tcp:
+            ws.reader.fail(tls_key, tls_value, f"{where} is an httpGet check of port {number}, which kubelet "
+                           "cannot pass with tls-proxy-protocol tcp and a client CA (no client certificate)")
+            return handler
+        http_get = {**handler["httpGet"], "port": number, "scheme": "HTTPS"}
+        path = str(http_get.get("path") or "/").split("?", 1)[0]
+        if not values.HTTP_PATH.match(path):
+            ws.reader.fail(tls_key, tls_value, f"{where} path {path!r} cannot be routed through the proxy")
+            return handler
+        open_paths.append(path)
+        return {**handler, "httpGet": http_get}
+    if isinstance(handler.get("tcpSocket"), dict) and hits(handler["tcpSocket"].get("port")):
+        ws.warnings.append(f"{where}: the tcpSocket check of port {number} now checks the TLS proxy, not the app")
+        return {**handler, "tcpSocket": {**handler["tcpSocket"], "port": number}}
+    if isinstance(handler.get("grpc"), dict) and handler["grpc"].get("port") == number:
+        ws.reader.fail(tls_key, tls_value, f"{where} is a gRPC check of port {number}; kubelet's gRPC probes "
+                       "cannot use TLS, so it cannot pass through the proxy: use an httpGet or tcpSocket probe")
+    return handler
+
+
+def _rewrite_probes(ws: Workspace, target: Json, port: Json, mtls_tcp: bool) -> list[str]:
+    open_paths: list[str] = []
+    for container in list(ws.containers):
+        is_target = container is target or ws.edit_of(target) is container
+        for field in PROBES:
+            handler = container.get(field)
+            new = _rewrite_handler(ws, handler, where=f"container {container.get('name')!r} {field}",
+                                   port=port, match_name=is_target, mtls_tcp=mtls_tcp, open_paths=open_paths)
+            if new is not handler:
+                ws.edit(container)[field] = new
+        lifecycle = container.get("lifecycle")
+        if isinstance(lifecycle, dict):
+            new_lifecycle = dict(lifecycle)
+            for hook in HOOKS:
+                new_lifecycle[hook] = _rewrite_handler(
+                    ws, lifecycle.get(hook), where=f"container {container.get('name')!r} {hook} hook",
+                    port=port, match_name=is_target, mtls_tcp=mtls_tcp, open_paths=open_paths)
+            if any(new_lifecycle.get(h) is not lifecycle.get(h) for h in HOOKS):
+                ws.edit(container)["lifecycle"] = {k: v for k, v in new_lifecycle.items() if v is not None}
+    return sorted(set(open_paths))
+
+
+def apply(ws: Workspace, config: InjectorConfig) -> None:
+    r = ws.reader
+    secret = values.secret_name(r, keys.TLS_PROXY, r.get(keys.TLS_PROXY) or "")
+    target = ws.target_container(keys.TLS_PROXY_CONTAINER)
+    protocol = values.choice(r, keys.TLS_PROXY_PROTOCOL, r.get(keys.TLS_PROXY_PROTOCOL) or "http", ("http", "tcp"))
+    client_ca = r.get(keys.TLS_PROXY_CLIENT_CA)
+    if client_ca is not None:
+        client_ca = values.secret_name(r, keys.TLS_PROXY_CLIENT_CA, client_ca)
+    env_raw = r.get(keys.TLS_PROXY_APP_ENV)
+    env_extra = values.env_pairs(r, keys.TLS_PROXY_APP_ENV, env_raw) if env_raw else []
+    image = config.tls_proxy.image
+    if (raw := r.get(keys.TLS_PROXY_IMAGE)) is not None:
+        image = values.image(r, keys.TLS_PROXY_IMAGE, raw, config)
+    resources: Any = config.tls_proxy.resources.as_dict()
+    if (raw := r.get(keys.TLS_PROXY_RESOURCES)) is not None:
+        resources = values.resources(r, keys.TLS_PROXY_RESOURCES, raw, config.tls_proxy.resources)
+    if target is None or secret is None or protocol is None:
+        return
+    port = _resolve_port(ws, keys.TLS_PROXY_PORT, r.get(keys.TLS_PROXY_PORT) or "", target)
+    if port is None:
+        return
+    number = port["containerPort"]
+    if port.get("protocol", "TCP") != "TCP":
+        r.fail(keys.TLS_PROXY_PORT, str(port.get("name") or number), "the TLS proxy can only take a TCP port")
+        return
+    app_port = _app_port(ws, keys.TLS_PROXY_APP_PORT, r.get(keys.TLS_PROXY_APP_PORT), number)
+    if app_port is None or not ws.claim_container_name(keys.TLS_PROXY, CONTAINER):
+        return
+    for volume in (VOLUME_TLS, VOLUME_CONF, VOLUME_TMP) + ((VOLUME_CLIENT_CA,) if client_ca else ()):
+        if not ws.claim_volume_name(keys.TLS_PROXY, volume):
+            return
+    existing_env = {e.get("name") for e in target.get("env") or []}
+    clash = sorted(n for n, _ in env_extra if n in existing_env)
+    if clash:
+        r.fail(keys.TLS_PROXY_APP_ENV, env_raw or "",
+               f"container {target.get('name')!r} already sets {', '.join(clash)}; set each variable in one place")
+        return
+
+    open_paths = _rewrite_probes(ws, target, port, mtls_tcp=bool(client_ca) and protocol == "tcp")
+    if r.errors:
+        return
+    ws.moved_ports[number] = app_port
+
+    # The app loses the port entry (nginx declares it now) and learns where to listen instead.
+    app = ws.edit(target)
+    app["ports"] = [p for p in app.get("ports") or [] if p is not port]
+    if not app["ports"]:
+        del app["ports"]
+    app["env"] = [
+        {"name": "PODPATTERNS_APP_HOST", "value": "127.0.0.1"},
+        {"name": "PODPATTERNS_APP_PORT", "value": str(app_port)},
+        *(e for e in app.get("env") or [] if e.get("name") not in ("PODPATTERNS_APP_HOST", "PODPATTERNS_APP_PORT")),
+        *({"name": n, "value": v} for n, v in env_extra),
+    ]
+
+    spec = nginx_conf.ProxySpec(listen_port=number, app_port=app_port, protocol=protocol,
+                                mutual_tls=bool(client_ca), ipv6=config.tls_proxy.listen_ipv6,
+                                open_paths=tuple(open_paths))
+    ws.added.annotations[keys.TLS_PROXY_NGINX_CONF] = nginx_conf.render(spec)
+    if number < 1024:
+        # nginx runs unprivileged; the "safe" sysctl lets it bind a low port without any capability.
+        ws.sysctls.append({"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"})
+    mounts = [
+        {"mountPath": nginx_conf.TLS_DIR, "name": VOLUME_TLS, "readOnly": True},
+        {"mountPath": nginx_conf.CONF_DIR, "name": VOLUME_CONF, "readOnly": True},
+        {"mountPath": nginx_conf.TMP_DIR, "name": VOLUME_TMP},
+    ]
+    if client_ca:
+        mounts.append({"mountPath": nginx_conf.CLIENT_CA_DIR, "name": VOLUME_CLIENT_CA, "readOnly": True})
+
+    def check(period: int, failures: int) -> Json:
+        return {"tcpSocket": {"port": number}, "periodSeconds": period, "timeoutSeconds": 1,
+                "failureThreshold": failures}
+
+    ws.added.sidecars.append({
+        "name": CONTAINER,
+        "image": image,
+        "command": ["nginx", "-c", f"{nginx_conf.CONF_DIR}/nginx.conf"],
+        "ports": [port],
+        "readinessProbe": check(5, 3),
+        "startupProbe": check(1, 30),
+        "resources": resources,
+        "securityContext": restricted(config.tls_proxy.run_as_user),
+        "volumeMounts": mounts,
+    })
+    ws.added.volumes += [
+        {"name": VOLUME_TLS, "secret": {"secretName": secret}},
+        {"name": VOLUME_CONF, "downwardAPI": {"items": [{
+            "path": "nginx.conf",
+            "fieldRef": {"fieldPath": f"metadata.annotations['{keys.TLS_PROXY_NGINX_CONF}']"},
+        }]}},
+        {"name": VOLUME_TMP, "emptyDir": {"sizeLimit": "64Mi"}},
+    ]
+    if client_ca:
+        ws.added.volumes.append({"name": VOLUME_CLIENT_CA, "secret": {
+            "secretName": client_ca, "items": [{"key": "ca.crt", "path": "ca.crt"}]}})
