@@ -42,17 +42,13 @@ def _ext(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.Extensi
     return cert.extensions.get_extension_for_class(kind)
 
 
-def _write_pair(
-    out: Path, ca_cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, leaf: x509.Certificate
-) -> None:
+def _write_pair(out: Path, ca_cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, leaf: x509.Certificate) -> None:
     """Put a hand-made CA/leaf pair where ensure_dev_certs looks, bypassing write_certs."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     (out / "tls.crt").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
     (out / "tls.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
 
 
@@ -299,9 +295,7 @@ def test_ca_bundle_rejects_non_pem() -> None:
 # --- CLI ------------------------------------------------------------------------------------------
 
 
-def _certs_args(
-    out: Path, *extra: str, service: str = "podpatterns", namespace: str = "infra"
-) -> argparse.Namespace:
+def _certs_args(out: Path, *extra: str, service: str = "podpatterns", namespace: str = "infra") -> argparse.Namespace:
     """Parse ``podpatterns certs ...`` the way the real CLI will: a parser with register_cli's subcommand."""
     parser = argparse.ArgumentParser(prog="podpatterns")
     certs.register_cli(parser.add_subparsers(dest="command", required=True))

@@ -72,8 +72,11 @@ def patched(uid: str, ops: list[dict[str, Any]], warnings: list[str] | None = No
 
 
 def denied(uid: str, message: str, code: int = 400) -> dict[str, Any]:
-    return _response(uid, False, status={"code": code, "message": message, "reason": "BadRequest"
-                                         if code == 400 else "InternalError"})
+    return _response(
+        uid,
+        False,
+        status={"code": code, "message": message, "reason": "BadRequest" if code == 400 else "InternalError"},
+    )
 
 
 def _request(review: Any) -> dict[str, Any]:

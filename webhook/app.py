@@ -59,8 +59,9 @@ class ConfigHolder:
             self.last_error = str(exc)
             self.metrics.config_reload_failures.inc()
             self.metrics.config_last_reload_ok.set(0)
-            logs.get().error("injector config reload failed; keeping the last good config",
-                             extra={"fields": {"error": str(exc)}})
+            logs.get().error(
+                "injector config reload failed; keeping the last good config", extra={"fields": {"error": str(exc)}}
+            )
             return False
         self.config, self.last_error = new, None
         self.metrics.config_reloads.inc()

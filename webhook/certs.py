@@ -205,9 +205,7 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
-def write_certs(
-    out_dir: Path, *, dns_names: Sequence[str], ip_addresses: Sequence[str], days: int = 365
-) -> CertPaths:
+def write_certs(out_dir: Path, *, dns_names: Sequence[str], ip_addresses: Sequence[str], days: int = 365) -> CertPaths:
     """Generate a fresh CA and serving cert and write them to ``out_dir`` (layout in the module doc)."""
     ca_key, ca_cert = generate_ca()
     tls_key, tls_cert = generate_serving_cert(ca_key, ca_cert, dns_names, ip_addresses, days=days)
@@ -248,9 +246,7 @@ def _dev_files_usable(paths: CertPaths) -> bool:
     if ipaddress.ip_address("127.0.0.1") not in sans.get_values_for_type(x509.IPAddress):
         return False
     now = dt.datetime.now(dt.UTC)
-    return all(
-        c.not_valid_before_utc <= now <= c.not_valid_after_utc - DEV_MIN_REMAINING for c in (leaf, ca_cert)
-    )
+    return all(c.not_valid_before_utc <= now <= c.not_valid_after_utc - DEV_MIN_REMAINING for c in (leaf, ca_cert))
 
 
 def ensure_dev_certs(out_dir: Path) -> CertPaths:
@@ -278,9 +274,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def secret_manifest(
-    name: str, namespace: str, tls_crt: bytes, tls_key: bytes, ca_crt: bytes | None = None
-) -> str:
+def secret_manifest(name: str, namespace: str, tls_crt: bytes, tls_key: bytes, ca_crt: bytes | None = None) -> str:
     """A ``kubernetes.io/tls`` Secret as YAML; ``ca.crt`` is the key cert-manager uses for the CA."""
     data = {"tls.crt": _b64(tls_crt), "tls.key": _b64(tls_key)}
     if ca_crt is not None:

@@ -30,10 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", default=_env("TLS_KEY"), help="PEM private key (tls.key)")
     serve.add_argument("--config", default=_env("CONFIG"), help="injector config YAML (default: built-in)")
     serve.add_argument("--workers", type=int, default=int(_env("WORKERS", "1") or 1))
-    serve.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
-                       choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--dev", action="store_true",
-                       help="generate a dev CA and serving certificate (in --certs-dir) and serve on 127.0.0.1")
+    serve.add_argument("--log-level", default=_env("LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        help="generate a dev CA and serving certificate (in --certs-dir) and serve on 127.0.0.1",
+    )
     serve.add_argument("--certs-dir", default="certs", help="where --dev keeps its certificates (default certs/)")
     serve.set_defaults(func=run_serve)
 
@@ -58,11 +60,14 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.dev and not (cert and key):
         paths = certs.ensure_dev_certs(Path(args.certs_dir))
         cert, key = str(paths.tls_crt), str(paths.tls_key)
-        sys.stderr.write(f"podpatterns: dev certificates in {Path(args.certs_dir).resolve()}/ "
-                         f"(trust {paths.ca_crt} as the CA); serving https://{host}:{args.port}/mutate\n")
+        sys.stderr.write(
+            f"podpatterns: dev certificates in {Path(args.certs_dir).resolve()}/ "
+            f"(trust {paths.ca_crt} as the CA); serving https://{host}:{args.port}/mutate\n"
+        )
     if not (cert and key):
-        sys.stderr.write("podpatterns serve: --tls-cert and --tls-key are required (or --dev); "
-                         "the webhook serves HTTPS only\n")
+        sys.stderr.write(
+            "podpatterns serve: --tls-cert and --tls-key are required (or --dev); the webhook serves HTTPS only\n"
+        )
         return 2
     try:
         load_config(args.config)  # fail before binding, with a message that names the field
@@ -75,8 +80,9 @@ def run_serve(args: argparse.Namespace) -> int:
         os.environ["PODPATTERNS_CONFIG"] = str(Path(args.config).resolve())
     else:
         os.environ.pop("PODPATTERNS_CONFIG", None)
-    log.info("starting", extra={"fields": {"host": host, "port": args.port, "workers": args.workers,
-                                           "version": __version__}})
+    log.info(
+        "starting", extra={"fields": {"host": host, "port": args.port, "workers": args.workers, "version": __version__}}
+    )
     uvicorn.run(
         "webhook.app:app_from_env",
         factory=True,

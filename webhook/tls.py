@@ -44,8 +44,14 @@ def file_signature(*paths: str | Path) -> tuple[Any, ...]:
 class CertReloader:
     """Polls the certificate files and loads a changed pair into the live context."""
 
-    def __init__(self, ctx: ssl.SSLContext, cert: str | Path, key: str | Path, interval: float = 1.0,
-                 on_reload: Callable[[bool], None] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: ssl.SSLContext,
+        cert: str | Path,
+        key: str | Path,
+        interval: float = 1.0,
+        on_reload: Callable[[bool], None] | None = None,
+    ) -> None:
         self.ctx, self.cert, self.key, self.interval = ctx, cert, key, interval
         self.on_reload = on_reload
         self.signature = file_signature(cert, key)
@@ -60,8 +66,10 @@ class CertReloader:
             self.ctx.load_cert_chain(str(self.cert), str(self.key))
         except (OSError, ssl.SSLError) as exc:
             # Mid-rotation a new key can sit beside the old cert for a moment: keep serving, retry.
-            logs.get().warning("TLS certificate reload failed; still serving the previous one",
-                               extra={"fields": {"error": str(exc), "cert": str(self.cert)}})
+            logs.get().warning(
+                "TLS certificate reload failed; still serving the previous one",
+                extra={"fields": {"error": str(exc), "cert": str(self.cert)}},
+            )
             ok = False
         else:
             self.signature = signature

@@ -94,9 +94,7 @@ OPTION_OF: dict[str, str] = {
     INIT_GIT_CLONE_RESOURCES: INIT_GIT_CLONE,
 }
 
-KNOWN_KEYS = frozenset(
-    {INJECT, STATUS, NATIVE_SIDECARS, TLS_PROXY_NGINX_CONF, *FEATURE_KEYS, *OPTION_OF}
-)
+KNOWN_KEYS = frozenset({INJECT, STATUS, NATIVE_SIDECARS, TLS_PROXY_NGINX_CONF, *FEATURE_KEYS, *OPTION_OF})
 
 # Longer values than this are refused before any parsing: nothing legitimate needs them.
 MAX_VALUE_LENGTH = 4096

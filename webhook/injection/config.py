@@ -285,4 +285,3 @@ def load_config(path: str | Path | None) -> InjectorConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse_config(data, str(path))
-

@@ -37,8 +37,11 @@ def _target_port(ws: Workspace, target: Json, preset: ExporterPreset | None) -> 
     elif preset is not None:
         number = preset.target_port
     else:
-        r.fail(keys.EXPORTER, ws.annotations.get(keys.EXPORTER, ""),
-               f"say which port the exporter should scrape with {keys.EXPORTER_TARGET_PORT}")
+        r.fail(
+            keys.EXPORTER,
+            ws.annotations.get(keys.EXPORTER, ""),
+            f"say which port the exporter should scrape with {keys.EXPORTER_TARGET_PORT}",
+        )
         return None
     return ws.moved_ports.get(number, number) if number is not None else None
 
@@ -49,8 +52,12 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
     preset = config.exporters.get(name)
     custom_image = r.get(keys.EXPORTER_IMAGE)
     if preset is None and not (values.DNS_LABEL.match(name) and custom_image and r.get(keys.EXPORTER_PORT)):
-        r.fail(keys.EXPORTER, name, "expected a preset (" + ", ".join(sorted(config.exporters)) + "), or a "
-               f"custom exporter name with {keys.EXPORTER_IMAGE} and {keys.EXPORTER_PORT}")
+        r.fail(
+            keys.EXPORTER,
+            name,
+            "expected a preset (" + ", ".join(sorted(config.exporters)) + "), or a "
+            f"custom exporter name with {keys.EXPORTER_IMAGE} and {keys.EXPORTER_PORT}",
+        )
         return
     target = ws.target_container(keys.EXPORTER_CONTAINER)
     image = preset.image if preset else None
@@ -78,9 +85,11 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
     if app_port is None:
         return
     if metrics_port in ws.used_ports():
-        r.fail(keys.EXPORTER_PORT if keys.EXPORTER_PORT in ws.annotations else keys.EXPORTER,
-               str(metrics_port), f"port {metrics_port} is already used in this pod; choose another with "
-               f"{keys.EXPORTER_PORT}")
+        r.fail(
+            keys.EXPORTER_PORT if keys.EXPORTER_PORT in ws.annotations else keys.EXPORTER,
+            str(metrics_port),
+            f"port {metrics_port} is already used in this pod; choose another with {keys.EXPORTER_PORT}",
+        )
         return
     if not ws.claim_container_name(keys.EXPORTER, CONTAINER):
         return

@@ -35,8 +35,9 @@ echo "podpatterns: $2:$3 accepts connections"
 """
 
 
-def _image_and_resources(ws: Workspace, config: InjectorConfig, image_key: str, resources_key: str,
-                         component: Any) -> tuple[str | None, Any]:
+def _image_and_resources(
+    ws: Workspace, config: InjectorConfig, image_key: str, resources_key: str, component: Any
+) -> tuple[str | None, Any]:
     r = ws.reader
     image: str | None = component.image
     if (raw := r.get(image_key)) is not None:
@@ -53,21 +54,24 @@ def apply_wait_for(ws: Workspace, config: InjectorConfig) -> None:
     timeout: int | None = config.wait_for.timeout_seconds
     if (raw := r.get(keys.INIT_WAIT_TIMEOUT)) is not None:
         timeout = values.duration_seconds(r, keys.INIT_WAIT_TIMEOUT, raw)
-    image, resources = _image_and_resources(ws, config, keys.INIT_WAIT_FOR_IMAGE, keys.INIT_WAIT_FOR_RESOURCES,
-                                            config.wait_for)
+    image, resources = _image_and_resources(
+        ws, config, keys.INIT_WAIT_FOR_IMAGE, keys.INIT_WAIT_FOR_RESOURCES, config.wait_for
+    )
     if targets is None or timeout is None or image is None or resources is None:
         return
     for index, (host, port) in enumerate(targets, start=1):
         name = f"{WAIT_PREFIX}{index}"
         if not ws.claim_container_name(keys.INIT_WAIT_FOR, name):
             return
-        ws.added.init_steps.append({
-            "name": name,
-            "image": image,
-            "command": ["sh", "-c", WAIT_SCRIPT, "podpatterns-wait-for", str(timeout), host, str(port)],
-            "resources": resources,
-            "securityContext": restricted(config.wait_for.run_as_user),
-        })
+        ws.added.init_steps.append(
+            {
+                "name": name,
+                "image": image,
+                "command": ["sh", "-c", WAIT_SCRIPT, "podpatterns-wait-for", str(timeout), host, str(port)],
+                "resources": resources,
+                "securityContext": restricted(config.wait_for.run_as_user),
+            }
+        )
 
 
 def apply_git_clone(ws: Workspace, config: InjectorConfig) -> None:
@@ -80,10 +84,15 @@ def apply_git_clone(ws: Workspace, config: InjectorConfig) -> None:
     path = values.abs_path(r, keys.INIT_GIT_CLONE_PATH, raw_path, what="directory")
     if path is not None and not values.mountable_dir(r, keys.INIT_GIT_CLONE_PATH, raw_path, path):
         path = None
-    image, resources = _image_and_resources(ws, config, keys.INIT_GIT_CLONE_IMAGE, keys.INIT_GIT_CLONE_RESOURCES,
-                                            config.git_clone)
-    if url is None or path is None or image is None or resources is None or (
-        keys.INIT_GIT_CLONE_REF in ws.annotations and ref is None
+    image, resources = _image_and_resources(
+        ws, config, keys.INIT_GIT_CLONE_IMAGE, keys.INIT_GIT_CLONE_RESOURCES, config.git_clone
+    )
+    if (
+        url is None
+        or path is None
+        or image is None
+        or resources is None
+        or (keys.INIT_GIT_CLONE_REF in ws.annotations and ref is None)
     ):
         return
     if not ws.claim_container_name(keys.INIT_GIT_CLONE, GIT_CONTAINER):
@@ -93,8 +102,11 @@ def apply_git_clone(ws: Workspace, config: InjectorConfig) -> None:
     # The pod's own containers (init ones too, they run after ours) see the checkout at the same path.
     for container in ws.containers + [c for c in ws.init_containers]:
         if any(m.get("mountPath") == path for m in container.get("volumeMounts") or []):
-            r.fail(keys.INIT_GIT_CLONE_PATH, raw_path,
-                   f"container {container.get('name')!r} already mounts a volume at {path}")
+            r.fail(
+                keys.INIT_GIT_CLONE_PATH,
+                raw_path,
+                f"container {container.get('name')!r} already mounts a volume at {path}",
+            )
             return
     for container in list(ws.containers) + list(ws.init_containers):
         edited = ws.edit(container)
@@ -104,16 +116,18 @@ def apply_git_clone(ws: Workspace, config: InjectorConfig) -> None:
         command += ["--branch", ref]
     command += ["--", url, path]
     ws.added.volumes.append({"name": GIT_VOLUME, "emptyDir": {}})
-    ws.added.init_steps.append({
-        "name": GIT_CONTAINER,
-        "image": image,
-        "command": command,
-        # Never prompt for credentials: a prompt would hang the pod's start forever.
-        "env": [{"name": "GIT_TERMINAL_PROMPT", "value": "0"}],
-        "resources": resources,
-        "securityContext": restricted(config.git_clone.run_as_user),
-        "volumeMounts": [{"mountPath": path, "name": GIT_VOLUME}],
-    })
+    ws.added.init_steps.append(
+        {
+            "name": GIT_CONTAINER,
+            "image": image,
+            "command": command,
+            # Never prompt for credentials: a prompt would hang the pod's start forever.
+            "env": [{"name": "GIT_TERMINAL_PROMPT", "value": "0"}],
+            "resources": resources,
+            "securityContext": restricted(config.git_clone.run_as_user),
+            "volumeMounts": [{"mountPath": path, "name": GIT_VOLUME}],
+        }
+    )
 
 
 def _from_templates(ws: Workspace, key: str, templates: dict[str, Template], default_user: int) -> list[Json]:
@@ -143,8 +157,9 @@ def _from_templates(ws: Workspace, key: str, templates: dict[str, Template], def
             if not ws.claim_container_name(key, container["name"]):
                 return []
             built = harden(copy.deepcopy(container), default_user)
-            built.setdefault("resources", {"limits": {"cpu": "100m", "memory": "64Mi"},
-                                           "requests": {"cpu": "10m", "memory": "16Mi"}})
+            built.setdefault(
+                "resources", {"limits": {"cpu": "100m", "memory": "64Mi"}, "requests": {"cpu": "10m", "memory": "16Mi"}}
+            )
             containers.append(built)
     return containers
 

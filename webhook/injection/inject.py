@@ -82,8 +82,10 @@ def _check_status(pod: Json, raw: str) -> Result:
         for group, names in present.items():
             missing = [n for n in status.get(group) or [] if n not in names]
             if missing:
-                problem = (f"says {', '.join(map(str, missing))} were injected, but the pod has no such {group}; "
-                           f"remove {keys.STATUS} to inject again")
+                problem = (
+                    f"says {', '.join(map(str, missing))} were injected, but the pod has no such {group}; "
+                    f"remove {keys.STATUS} to inject again"
+                )
                 break
     if problem:
         raise InvalidAnnotations([AnnotationError(keys.STATUS, raw, problem)])
@@ -161,5 +163,6 @@ def _assemble(pod: Json, ws: Workspace, *, native: bool, injected: tuple[str, ..
         if added:
             security["sysctls"] = [*(security.get("sysctls") or []), *added]
             spec["securityContext"] = security
-    return Result(pod={**pod, "metadata": metadata, "spec": spec}, warnings=tuple(ws.warnings),
-                  injected=injected, status=status)
+    return Result(
+        pod={**pod, "metadata": metadata, "spec": spec}, warnings=tuple(ws.warnings), injected=injected, status=status
+    )

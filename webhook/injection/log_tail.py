@@ -73,8 +73,12 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
             volume = volumes_by_name.get(existing.get("name"), {})
             kind = next((k for k in NOT_LOG_VOLUMES if k in volume), None)
             if kind:
-                r.fail(keys.LOG_TAIL, raw, f"{path} is on the {kind} volume {existing.get('name')!r}, "
-                       "which holds no logs; tailing it would copy its contents to the pod's logs")
+                r.fail(
+                    keys.LOG_TAIL,
+                    raw,
+                    f"{path} is on the {kind} volume {existing.get('name')!r}, "
+                    "which holds no logs; tailing it would copy its contents to the pod's logs",
+                )
                 return
             shared = {k: v for k, v in existing.items() if k in ("name", "mountPath", "subPath", "subPathExpr")}
             mounts_by_dir[directory] = {**shared, "readOnly": True}
@@ -93,12 +97,14 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
         app["volumeMounts"] = [*(app.get("volumeMounts") or []), *new_app_mounts]
     for path in paths:
         name = _container_name(path, taken)
-        ws.added.sidecars.append({
-            "name": name,
-            "image": image,
-            # -F follows the name, so rotation (rename + new file) is survived; +1 prints from the start.
-            "command": ["tail", "-n", "+1", "-F", path],
-            "resources": resources,
-            "securityContext": restricted(config.log_tail.run_as_user),
-            "volumeMounts": [mounts_by_dir[posixpath.dirname(path)]],
-        })
+        ws.added.sidecars.append(
+            {
+                "name": name,
+                "image": image,
+                # -F follows the name, so rotation (rename + new file) is survived; +1 prints from the start.
+                "command": ["tail", "-n", "+1", "-F", path],
+                "resources": resources,
+                "securityContext": restricted(config.log_tail.run_as_user),
+                "volumeMounts": [mounts_by_dir[posixpath.dirname(path)]],
+            }
+        )

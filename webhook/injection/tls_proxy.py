@@ -29,9 +29,12 @@ def _resolve_port(ws: Workspace, key: str, raw: str, container: Json) -> Json | 
     r = ws.reader
     if not raw:
         if len(ports) != 1:
-            r.fail(keys.TLS_PROXY, ws.annotations.get(keys.TLS_PROXY, ""),
-                   f"container {container.get('name')!r} declares {len(ports)} ports; "
-                   f"say which one to secure with {keys.TLS_PROXY_PORT}")
+            r.fail(
+                keys.TLS_PROXY,
+                ws.annotations.get(keys.TLS_PROXY, ""),
+                f"container {container.get('name')!r} declares {len(ports)} ports; "
+                f"say which one to secure with {keys.TLS_PROXY_PORT}",
+            )
             return None
         return ports[0]
     ref = values.port_ref(r, key, raw)
@@ -40,8 +43,10 @@ def _resolve_port(ws: Workspace, key: str, raw: str, container: Json) -> Json | 
     field = "containerPort" if isinstance(ref, int) else "name"
     found = next((p for p in ports if p.get(field) == ref), None)
     if found is None and isinstance(ref, int):
-        ws.warnings.append(f"{key}: container {container.get('name')!r} does not declare port {ref}; "
-                           "the TLS proxy takes it over anyway")
+        ws.warnings.append(
+            f"{key}: container {container.get('name')!r} does not declare port {ref}; "
+            "the TLS proxy takes it over anyway"
+        )
         return {"containerPort": ref, "protocol": "TCP"}
     if found is None:
         declared = ", ".join(str(p.get("name") or p.get("containerPort")) for p in ports) or "none"
@@ -65,8 +70,9 @@ def _app_port(ws: Workspace, key: str, raw: str | None, original: int) -> int | 
     return None
 
 
-def _rewrite_handler(ws: Workspace, handler: Any, *, where: str, port: Json, match_name: bool,
-                     mtls_tcp: bool, open_paths: list[str]) -> Any:
+def _rewrite_handler(
+    ws: Workspace, handler: Any, *, where: str, port: Json, match_name: bool, mtls_tcp: bool, open_paths: list[str]
+) -> Any:
     """A probe or lifecycle handler pointed at the proxy, or the handler itself when it is not affected."""
     if not isinstance(handler, dict):
         return handler
@@ -78,8 +84,12 @@ def _rewrite_handler(ws: Workspace, handler: Any, *, where: str, port: Json, mat
     tls_key, tls_value = keys.TLS_PROXY, ws.annotations.get(keys.TLS_PROXY, "")
     if isinstance(handler.get("httpGet"), dict) and hits(handler["httpGet"].get("port")):
         if mtls_tcp:
-            ws.reader.fail(tls_key, tls_value, f"{where} is an httpGet check of port {number}, which kubelet "
-                           "cannot pass with tls-proxy-protocol tcp and a client CA (no client certificate)")
+            ws.reader.fail(
+                tls_key,
+                tls_value,
+                f"{where} is an httpGet check of port {number}, which kubelet "
+                "cannot pass with tls-proxy-protocol tcp and a client CA (no client certificate)",
+            )
             return handler
         http_get = {**handler["httpGet"], "port": number, "scheme": "HTTPS"}
         path = str(http_get.get("path") or "/").split("?", 1)[0]
@@ -92,8 +102,12 @@ def _rewrite_handler(ws: Workspace, handler: Any, *, where: str, port: Json, mat
         ws.warnings.append(f"{where}: the tcpSocket check of port {number} now checks the TLS proxy, not the app")
         return {**handler, "tcpSocket": {**handler["tcpSocket"], "port": number}}
     if isinstance(handler.get("grpc"), dict) and handler["grpc"].get("port") == number:
-        ws.reader.fail(tls_key, tls_value, f"{where} is a gRPC check of port {number}; kubelet's gRPC probes "
-                       "cannot use TLS, so it cannot pass through the proxy: use an httpGet or tcpSocket probe")
+        ws.reader.fail(
+            tls_key,
+            tls_value,
+            f"{where} is a gRPC check of port {number}; kubelet's gRPC probes "
+            "cannot use TLS, so it cannot pass through the proxy: use an httpGet or tcpSocket probe",
+        )
     return handler
 
 
@@ -103,8 +117,15 @@ def _rewrite_probes(ws: Workspace, target: Json, port: Json, mtls_tcp: bool) -> 
         is_target = container is target or ws.edit_of(target) is container
         for field in PROBES:
             handler = container.get(field)
-            new = _rewrite_handler(ws, handler, where=f"container {container.get('name')!r} {field}",
-                                   port=port, match_name=is_target, mtls_tcp=mtls_tcp, open_paths=open_paths)
+            new = _rewrite_handler(
+                ws,
+                handler,
+                where=f"container {container.get('name')!r} {field}",
+                port=port,
+                match_name=is_target,
+                mtls_tcp=mtls_tcp,
+                open_paths=open_paths,
+            )
             if new is not handler:
                 ws.edit(container)[field] = new
         lifecycle = container.get("lifecycle")
@@ -112,8 +133,14 @@ def _rewrite_probes(ws: Workspace, target: Json, port: Json, mtls_tcp: bool) -> 
             new_lifecycle = dict(lifecycle)
             for hook in HOOKS:
                 new_lifecycle[hook] = _rewrite_handler(
-                    ws, lifecycle.get(hook), where=f"container {container.get('name')!r} {hook} hook",
-                    port=port, match_name=is_target, mtls_tcp=mtls_tcp, open_paths=open_paths)
+                    ws,
+                    lifecycle.get(hook),
+                    where=f"container {container.get('name')!r} {hook} hook",
+                    port=port,
+                    match_name=is_target,
+                    mtls_tcp=mtls_tcp,
+                    open_paths=open_paths,
+                )
             if any(new_lifecycle.get(h) is not lifecycle.get(h) for h in HOOKS):
                 ws.edit(container)["lifecycle"] = {k: v for k, v in new_lifecycle.items() if v is not None}
     return sorted(set(open_paths))
@@ -153,8 +180,11 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
     existing_env = {e.get("name") for e in target.get("env") or []}
     clash = sorted(n for n, _ in env_extra if n in existing_env)
     if clash:
-        r.fail(keys.TLS_PROXY_APP_ENV, env_raw or "",
-               f"container {target.get('name')!r} already sets {', '.join(clash)}; set each variable in one place")
+        r.fail(
+            keys.TLS_PROXY_APP_ENV,
+            env_raw or "",
+            f"container {target.get('name')!r} already sets {', '.join(clash)}; set each variable in one place",
+        )
         return
 
     open_paths = _rewrite_probes(ws, target, port, mtls_tcp=bool(client_ca) and protocol == "tcp")
@@ -174,9 +204,14 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
         *({"name": n, "value": v} for n, v in env_extra),
     ]
 
-    spec = nginx_conf.ProxySpec(listen_port=number, app_port=app_port, protocol=protocol,
-                                mutual_tls=bool(client_ca), ipv6=config.tls_proxy.listen_ipv6,
-                                open_paths=tuple(open_paths))
+    spec = nginx_conf.ProxySpec(
+        listen_port=number,
+        app_port=app_port,
+        protocol=protocol,
+        mutual_tls=bool(client_ca),
+        ipv6=config.tls_proxy.listen_ipv6,
+        open_paths=tuple(open_paths),
+    )
     ws.added.annotations[keys.TLS_PROXY_NGINX_CONF] = nginx_conf.render(spec)
     if number < 1024:
         # nginx runs unprivileged; the "safe" sysctl lets it bind a low port without any capability.
@@ -190,28 +225,45 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
         mounts.append({"mountPath": nginx_conf.CLIENT_CA_DIR, "name": VOLUME_CLIENT_CA, "readOnly": True})
 
     def check(period: int, failures: int) -> Json:
-        return {"tcpSocket": {"port": number}, "periodSeconds": period, "timeoutSeconds": 1,
-                "failureThreshold": failures}
+        return {
+            "tcpSocket": {"port": number},
+            "periodSeconds": period,
+            "timeoutSeconds": 1,
+            "failureThreshold": failures,
+        }
 
-    ws.added.sidecars.append({
-        "name": CONTAINER,
-        "image": image,
-        "command": ["nginx", "-c", f"{nginx_conf.CONF_DIR}/nginx.conf"],
-        "ports": [port],
-        "readinessProbe": check(5, 3),
-        "startupProbe": check(1, 30),
-        "resources": resources,
-        "securityContext": restricted(config.tls_proxy.run_as_user),
-        "volumeMounts": mounts,
-    })
+    ws.added.sidecars.append(
+        {
+            "name": CONTAINER,
+            "image": image,
+            "command": ["nginx", "-c", f"{nginx_conf.CONF_DIR}/nginx.conf"],
+            "ports": [port],
+            "readinessProbe": check(5, 3),
+            "startupProbe": check(1, 30),
+            "resources": resources,
+            "securityContext": restricted(config.tls_proxy.run_as_user),
+            "volumeMounts": mounts,
+        }
+    )
     ws.added.volumes += [
         {"name": VOLUME_TLS, "secret": {"secretName": secret}},
-        {"name": VOLUME_CONF, "downwardAPI": {"items": [{
-            "path": "nginx.conf",
-            "fieldRef": {"fieldPath": f"metadata.annotations['{keys.TLS_PROXY_NGINX_CONF}']"},
-        }]}},
+        {
+            "name": VOLUME_CONF,
+            "downwardAPI": {
+                "items": [
+                    {
+                        "path": "nginx.conf",
+                        "fieldRef": {"fieldPath": f"metadata.annotations['{keys.TLS_PROXY_NGINX_CONF}']"},
+                    }
+                ]
+            },
+        },
         {"name": VOLUME_TMP, "emptyDir": {"sizeLimit": "64Mi"}},
     ]
     if client_ca:
-        ws.added.volumes.append({"name": VOLUME_CLIENT_CA, "secret": {
-            "secretName": client_ca, "items": [{"key": "ca.crt", "path": "ca.crt"}]}})
+        ws.added.volumes.append(
+            {
+                "name": VOLUME_CLIENT_CA,
+                "secret": {"secretName": client_ca, "items": [{"key": "ca.crt", "path": "ca.crt"}]},
+            }
+        )

@@ -209,8 +209,12 @@ def resources(r: AnnotationReader, key: str, value: str, default: Resources) -> 
             return None
         for name, quantity in values.items():
             if name not in RESOURCE_NAMES or not isinstance(quantity, str | int) or not QUANTITY.match(str(quantity)):
-                r.fail(key, value, f"{part}.{name}: expected a resource ({', '.join(RESOURCE_NAMES)}) "
-                       "and a Kubernetes quantity such as 100m or 64Mi")
+                r.fail(
+                    key,
+                    value,
+                    f"{part}.{name}: expected a resource ({', '.join(RESOURCE_NAMES)}) "
+                    "and a Kubernetes quantity such as 100m or 64Mi",
+                )
                 return None
             merged[part][name] = str(quantity)
     return merged

@@ -104,14 +104,18 @@ class Workspace:
 
     def claim_container_name(self, key: str, name: str) -> bool:
         if name in self.container_names():
-            self.reader.fail(key, self.annotations.get(key, ""),
-                             f"the pod already has a container named {name!r}; rename it to inject")
+            self.reader.fail(
+                key,
+                self.annotations.get(key, ""),
+                f"the pod already has a container named {name!r}; rename it to inject",
+            )
             return False
         return True
 
     def claim_volume_name(self, key: str, name: str) -> bool:
         if name in self.volume_names():
-            self.reader.fail(key, self.annotations.get(key, ""),
-                             f"the pod already has a volume named {name!r}; rename it to inject")
+            self.reader.fail(
+                key, self.annotations.get(key, ""), f"the pod already has a volume named {name!r}; rename it to inject"
+            )
             return False
         return True
