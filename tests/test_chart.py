@@ -56,7 +56,7 @@ def _self_signed_ca_pem() -> str:
     """A throwaway CA for certificates.mode=existing (only its certificate goes into values)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "podpatterns-test-ca")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -263,7 +263,9 @@ def test_strict_validation_is_not_a_no_op() -> None:
 )
 def test_values_the_schema_does_not_allow_are_rejected(values: Doc, message: str, tmp_path: Path) -> None:
     for command in ("template", "lint"):
-        result = run_helm(command, RELEASE if command == "template" else "--strict", str(CHART), values=values, tmp=tmp_path)
+        result = run_helm(
+            command, RELEASE if command == "template" else "--strict", str(CHART), values=values, tmp=tmp_path
+        )
         assert result.returncode != 0, f"helm {command} accepted {values}"
         assert message in result.stdout + result.stderr
 
@@ -306,7 +308,13 @@ def test_webhook_is_called_for_pod_creation_only_and_without_side_effects(
     hook = webhook_of(docs)
     assert hook["name"] == "inject.podpatterns.io"
     assert hook["rules"] == [
-        {"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"}
+        {
+            "operations": ["CREATE"],
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }
     ]
     assert hook["sideEffects"] == "None"
     assert hook["admissionReviewVersions"] == ["v1"]
@@ -405,9 +413,15 @@ def test_helm_mode_ca_bundle_is_the_ca_that_signed_the_serving_certificate(rende
     serving = one(docs, "Secret", f"{FULLNAME}-tls")
     ca_secret = one(docs, "Secret", f"{FULLNAME}-ca")
     assert hook["clientConfig"]["caBundle"] == serving["data"]["ca.crt"] == ca_secret["data"]["tls.crt"]
-    _pem_certificate(serving["data"]["tls.crt"]).verify_directly_issued_by(_pem_certificate(hook["clientConfig"]["caBundle"]))
+    _pem_certificate(serving["data"]["tls.crt"]).verify_directly_issued_by(
+        _pem_certificate(hook["clientConfig"]["caBundle"])
+    )
     # Only the serving Secret is mounted; the CA key stays in a Secret no pod reads.
-    mounted = {v["secret"]["secretName"] for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"] if "secret" in v}
+    mounted = {
+        v["secret"]["secretName"]
+        for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+        if "secret" in v
+    }
     assert mounted == {f"{FULLNAME}-tls"}
 
 
@@ -586,6 +600,8 @@ def test_notes_tell_how_to_opt_a_namespace_in(tmp_path: Path) -> None:
 
 def test_notes_warn_when_failing_open_without_the_policy(tmp_path: Path) -> None:
     values = {"webhook": {"failurePolicy": "Ignore"}}
-    result = run_helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client", values=values, tmp=tmp_path)
+    result = run_helm(
+        "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client", values=values, tmp=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert "WARNING: webhook.failurePolicy is Ignore" in result.stdout.split("NOTES:", 1)[1]

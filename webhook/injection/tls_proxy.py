@@ -71,9 +71,19 @@ def _app_port(ws: Workspace, key: str, raw: str | None, original: int) -> int | 
 
 
 def _rewrite_handler(
-    ws: Workspace, handler: Any, *, where: str, port: Json, match_name: bool, mtls_tcp: bool, open_paths: list[str]
+    ws: Workspace,
+    handler: Any,
+    *,
+    where: str,
+    port: Json,
+    match_name: bool,
+    no_cert_reason: str | None,
+    open_paths: list[str],
 ) -> Any:
-    """A probe or lifecycle handler pointed at the proxy, or the handler itself when it is not affected."""
+    """A probe or lifecycle handler pointed at the proxy, or the handler itself when it is not affected.
+
+    `no_cert_reason` says why kubelet (which has no client certificate) could not get through mTLS.
+    """
     if not isinstance(handler, dict):
         return handler
     number, name = port["containerPort"], port.get("name")
@@ -83,13 +93,8 @@ def _rewrite_handler(
 
     tls_key, tls_value = keys.TLS_PROXY, ws.annotations.get(keys.TLS_PROXY, "")
     if isinstance(handler.get("httpGet"), dict) and hits(handler["httpGet"].get("port")):
-        if mtls_tcp:
-            ws.reader.fail(
-                tls_key,
-                tls_value,
-                f"{where} is an httpGet check of port {number}, which kubelet "
-                "cannot pass with tls-proxy-protocol tcp and a client CA (no client certificate)",
-            )
+        if no_cert_reason:
+            ws.reader.fail(tls_key, tls_value, f"{where} is an httpGet of port {number}: {no_cert_reason}")
             return handler
         http_get = {**handler["httpGet"], "port": number, "scheme": "HTTPS"}
         path = str(http_get.get("path") or "/").split("?", 1)[0]
@@ -111,8 +116,13 @@ def _rewrite_handler(
     return handler
 
 
-def _rewrite_probes(ws: Workspace, target: Json, port: Json, mtls_tcp: bool) -> list[str]:
+def _rewrite_probes(ws: Workspace, target: Json, port: Json, *, mtls: bool, protocol: str) -> list[str]:
+    """Point kubelet's probes and hooks at the proxy; returns the probe paths mTLS must leave open."""
     open_paths: list[str] = []
+    no_cert = "kubelet presents no client certificate, which tls-proxy-client-ca requires"
+    probe_reason = f"{no_cert} in tcp mode; use a tcpSocket probe" if mtls and protocol == "tcp" else None
+    # Hooks are actions (a /drain), not health checks: never open them to clients without a certificate.
+    hook_reason = f"{no_cert}; use an exec hook" if mtls else None
     for container in list(ws.containers):
         is_target = container is target or ws.edit_of(target) is container
         for field in PROBES:
@@ -123,7 +133,7 @@ def _rewrite_probes(ws: Workspace, target: Json, port: Json, mtls_tcp: bool) -> 
                 where=f"container {container.get('name')!r} {field}",
                 port=port,
                 match_name=is_target,
-                mtls_tcp=mtls_tcp,
+                no_cert_reason=probe_reason,
                 open_paths=open_paths,
             )
             if new is not handler:
@@ -138,8 +148,8 @@ def _rewrite_probes(ws: Workspace, target: Json, port: Json, mtls_tcp: bool) -> 
                     where=f"container {container.get('name')!r} {hook} hook",
                     port=port,
                     match_name=is_target,
-                    mtls_tcp=mtls_tcp,
-                    open_paths=open_paths,
+                    no_cert_reason=hook_reason,
+                    open_paths=[],
                 )
             if any(new_lifecycle.get(h) is not lifecycle.get(h) for h in HOOKS):
                 ws.edit(container)["lifecycle"] = {k: v for k, v in new_lifecycle.items() if v is not None}
@@ -187,7 +197,7 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
         )
         return
 
-    open_paths = _rewrite_probes(ws, target, port, mtls_tcp=bool(client_ca) and protocol == "tcp")
+    open_paths = _rewrite_probes(ws, target, port, mtls=bool(client_ca), protocol=protocol)
     if r.errors:
         return
     ws.moved_ports[number] = app_port
