@@ -172,8 +172,11 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
     resources: Any = config.tls_proxy.resources.as_dict()
     if (raw := r.get(keys.TLS_PROXY_RESOURCES)) is not None:
         resources = values.resources(r, keys.TLS_PROXY_RESOURCES, raw, config.tls_proxy.resources)
-    if target is None or secret is None or protocol is None:
+    if None in (target, secret, protocol, env_extra, image, resources) or (
+        client_ca is None and keys.TLS_PROXY_CLIENT_CA in ws.annotations
+    ):
         return
+    assert target is not None and env_extra is not None
     port = _resolve_port(ws, keys.TLS_PROXY_PORT, r.get(keys.TLS_PROXY_PORT) or "", target)
     if port is None:
         return
