@@ -46,14 +46,32 @@ class Server:
     log: Path
 
     def client(self, **kwargs: object) -> httpx.Client:
-        return httpx.Client(base_url=self.url, verify=ssl.create_default_context(cafile=str(self.ca)),
-                            timeout=10, trust_env=False, **kwargs)  # type: ignore[arg-type]
+        return httpx.Client(
+            base_url=self.url,
+            verify=ssl.create_default_context(cafile=str(self.ca)),
+            timeout=10,
+            trust_env=False,
+            **kwargs,
+        )  # type: ignore[arg-type]
 
 
 def start_server(cert: Path, key: Path, ca: Path, config: Path | None, log: Path, *extra: str) -> Server:
     port = free_port()
-    args = [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--tls-cert", str(cert), "--tls-key", str(key), *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "webhook",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+        *extra,
+    ]
     if config:
         args += ["--config", str(config)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PODPATTERNS_")}

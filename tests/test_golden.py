@@ -72,8 +72,21 @@ def test_injection_is_idempotent(case: Path, golden_config: InjectorConfig) -> N
 
 def test_every_feature_has_a_golden_case() -> None:
     text = "".join(case.read_text() for case in CASES)
-    for key in ("tls-proxy:", "tls-proxy-client-ca", "tls-proxy-protocol: tcp", "exporter:", "log-tail:",
-                "init-wait-for:", "init-git-clone:", "init-templates:", "sidecar-templates:",
-                'native-sidecars: "false"', "kind: Job", "kind: CronJob", "kind: Deployment", 'inject: "false"',
-                "podpatterns.io/status"):
+    for key in (
+        "tls-proxy:",
+        "tls-proxy-client-ca",
+        "tls-proxy-protocol: tcp",
+        "exporter:",
+        "log-tail:",
+        "init-wait-for:",
+        "init-git-clone:",
+        "init-templates:",
+        "sidecar-templates:",
+        'native-sidecars: "false"',
+        "kind: Job",
+        "kind: CronJob",
+        "kind: Deployment",
+        'inject: "false"',
+        "podpatterns.io/status",
+    ):
         assert key in text, f"no golden case uses {key}"

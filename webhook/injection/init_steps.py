@@ -20,10 +20,11 @@ WAIT_PREFIX = "podpatterns-wait-for-"
 GIT_CONTAINER = "podpatterns-git-clone"
 GIT_VOLUME = "podpatterns-git"
 
-# $1 timeout in seconds, $2 host, $3 port. busybox nc exits 0 once the TCP connection is accepted.
+# $1 timeout in seconds, $2 host, $3 port. `-e true` makes busybox nc exit 0 as soon as the TCP
+# connection is accepted, even from a server that never speaks or closes.
 WAIT_SCRIPT = """\
 deadline=$(( $(date +%s) + $1 ))
-until nc -w 2 "$2" "$3" </dev/null >/dev/null 2>&1; do
+until nc -w 2 "$2" "$3" -e true </dev/null >/dev/null 2>&1; do
   if [ "$(date +%s)" -ge "$deadline" ]; then
     echo "podpatterns: gave up after $1s: $2:$3 does not accept connections" >&2
     exit 1
