@@ -103,8 +103,11 @@ def render(spec: ProxySpec) -> str:
     probe_locations: list[str] = []
     if spec.mutual_tls:
         for path in spec.open_paths:
+            # The URI part sends the normalised path itself, so `/data/..%2Fhealthz` reaches the app as
+            # /healthz (what was authorised), never as the raw target the client wrote.
             probe_locations.append(f"        location = {path} {{")
-            probe_locations += ["            " + line for line in upstream]
+            probe_locations.append(f"            proxy_pass http://127.0.0.1:{spec.app_port}{path};")
+            probe_locations += ["            " + line for line in upstream[1:]]
             probe_locations.append("        }")
     body = [
         "http {",

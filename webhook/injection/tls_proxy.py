@@ -98,8 +98,14 @@ def _rewrite_handler(
             return handler
         http_get = {**handler["httpGet"], "port": number, "scheme": "HTTPS"}
         path = str(http_get.get("path") or "/").split("?", 1)[0]
-        if not values.HTTP_PATH.match(path):
-            ws.reader.fail(tls_key, tls_value, f"{where} path {path!r} cannot be routed through the proxy")
+        # Open probe paths go into nginx's config as exact locations, which match the *decoded* URI:
+        # allow only characters that need no decoding, so the location and kubelet's request agree.
+        if not values.PROBE_PATH.match(path):
+            ws.reader.fail(
+                tls_key,
+                tls_value,
+                f"{where} path {path!r} cannot be routed through the proxy (letters, digits and . _ ~ - / only)",
+            )
             return handler
         open_paths.append(path)
         return {**handler, "httpGet": http_get}

@@ -21,6 +21,7 @@ PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$")  # IA
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]{0,252}$")
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9._@+=,/-]*$")
 HTTP_PATH = re.compile(r"^/[A-Za-z0-9._~!*'()@:+=,/%-]*$")
+PROBE_PATH = re.compile(r"^/[A-Za-z0-9._~/-]{0,255}$")
 GIT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 DURATION = re.compile(r"^([0-9]{1,6})(s|m|h)?$")
 
