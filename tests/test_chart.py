@@ -14,11 +14,16 @@ helm is never mocked: `bash .ci/install-helm.sh` installs it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
+import json
+import os
 import shutil
 import subprocess
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from functools import cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +35,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from webhook.injection.config import parse_config
+from webhook.injection.config import InjectorConfig, parse_config
+from webhook.injection.inject import inject
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "podpatterns"
@@ -110,14 +116,16 @@ def _helm_binary() -> str:
     return helm
 
 
-def run_helm(*args: str, values: Doc | None = None, tmp: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_helm(
+    *args: str, values: Doc | None = None, tmp: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     cmd = [_helm_binary(), *args]
     if values:
         assert tmp is not None
         path = tmp / "values.yaml"
         path.write_text(yaml.safe_dump(values))
         cmd += ["-f", str(path)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, env=env)
 
 
 def _template_args(values: Doc, kube: str) -> list[str]:
@@ -425,6 +433,120 @@ def test_helm_mode_ca_bundle_is_the_ca_that_signed_the_serving_certificate(rende
     assert mounted == {f"{FULLNAME}-tls"}
 
 
+# Just enough of the Kubernetes API for `helm template --dry-run=server`, which is what makes
+# `lookup` talk to a cluster: discovery for the kinds the chart renders, and GETs that find only
+# the objects a test put there (404 otherwise). Plain HTTP on loopback, ephemeral port.
+_API_KINDS = {
+    "v1": [("Secret", True), ("ConfigMap", True), ("Service", True), ("ServiceAccount", True), ("Pod", True)],
+    "apps/v1": [("Deployment", True)],
+    "policy/v1": [("PodDisruptionBudget", True)],
+    "autoscaling/v2": [("HorizontalPodAutoscaler", True)],
+    "admissionregistration.k8s.io/v1": [("MutatingWebhookConfiguration", False)],
+}
+
+
+@contextlib.contextmanager
+def fake_api_server(objects: dict[str, Doc], tmp: Path) -> Iterator[tuple[dict[str, str], list[str]]]:
+    """Yields (env for helm, list of request paths); `objects` maps API paths to what a GET returns."""
+    requested: list[str] = []
+    discovery: dict[str, Doc] = {
+        "/version": {"major": "1", "minor": "33", "gitVersion": "v1.33.0", "platform": "linux/amd64"},
+        "/api": {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []},
+        "/apis": {
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [
+                {"name": gv.split("/")[0], "versions": [{"groupVersion": gv, "version": gv.split("/")[1]}]}
+                for gv in _API_KINDS
+                if "/" in gv
+            ],
+        },
+    }
+    for gv, kinds in _API_KINDS.items():
+        discovery[("/apis/" if "/" in gv else "/api/") + gv] = {
+            "kind": "APIResourceList",
+            "groupVersion": gv,
+            "resources": [
+                {"name": f"{k.lower()}s", "singularName": k.lower(), "namespaced": ns, "kind": k, "verbs": ["get"]}
+                for k, ns in kinds
+            ],
+        }
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
+            pass
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            requested.append(path)
+            body = discovery.get(path) or objects.get(path)
+            status = 200 if body else 404
+            if body is None:
+                body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    kubeconfig = tmp / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
+                "users": [{"name": "fake", "user": {"token": "fake"}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+                "current-context": "fake",
+            }
+        )
+    )
+    # HOME too: helm and client-go keep discovery caches under it.
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(tmp)}
+    try:
+        yield env, requested
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_helm_mode_keeps_the_ca_across_upgrades_and_reissues_the_leaf(
+    render: Callable[..., list[Doc]], tmp_path: Path
+) -> None:
+    """An upgrade must not change the caBundle under running API servers (lookup of the CA Secret)."""
+    first = render("helm-certs")  # first install: no CA Secret in the cluster yet
+    ca_secret = one(first, "Secret", f"{FULLNAME}-ca")
+    ca_path = f"/api/v1/namespaces/{NAMESPACE}/secrets/{FULLNAME}-ca"
+    stored = {
+        **ca_secret,
+        # What helm put on it at install; without it helm refuses to adopt the existing object.
+        "metadata": {
+            **ca_secret["metadata"],
+            "annotations": {"meta.helm.sh/release-name": RELEASE, "meta.helm.sh/release-namespace": NAMESPACE},
+        },
+    }
+    with fake_api_server({ca_path: stored}, tmp_path) as (env, requested):
+        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=server"]
+        result = run_helm(*args, "--disable-openapi-validation", env=env)
+    assert result.returncode == 0, result.stderr
+    assert ca_path in requested
+    second = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    assert one(second, "Secret", f"{FULLNAME}-ca")["data"] == ca_secret["data"]
+    assert webhook_of(second)["clientConfig"]["caBundle"] == webhook_of(first)["clientConfig"]["caBundle"]
+    old_leaf = _pem_certificate(one(first, "Secret", f"{FULLNAME}-tls")["data"]["tls.crt"])
+    new_serving = one(second, "Secret", f"{FULLNAME}-tls")
+    new_leaf = _pem_certificate(new_serving["data"]["tls.crt"])
+    assert new_leaf.serial_number != old_leaf.serial_number  # every upgrade renews the leaf...
+    new_leaf.verify_directly_issued_by(_pem_certificate(ca_secret["data"]["tls.crt"]))  # ...under the same CA
+    assert new_serving["data"]["ca.crt"] == ca_secret["data"]["tls.crt"]
+
+
 def test_existing_mode_uses_the_given_secret_and_ca_bundle(render: Callable[..., list[Doc]]) -> None:
     docs = render("existing-certs")
     assert webhook_of(docs)["clientConfig"]["caBundle"] == EXISTING_CA_B64
@@ -578,11 +700,117 @@ def test_validating_admission_policy_guards_the_tls_proxy_on_the_webhooks_select
     assert binding["spec"]["matchResources"]["namespaceSelector"] == hook["namespaceSelector"]
     assert binding["spec"]["matchResources"]["objectSelector"] == hook["objectSelector"]
     assert policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == ["pods"]
-    (condition,) = policy["spec"]["matchConditions"]
-    assert "'podpatterns.io/tls-proxy' in object.metadata.annotations" in condition["expression"]
+    conditions = {c["name"]: c["expression"] for c in policy["spec"]["matchConditions"]}
+    assert "'podpatterns.io/tls-proxy' in object.metadata.annotations" in conditions["asks-for-tls-proxy"]
     (validation,) = policy["spec"]["validations"]
     assert validation["expression"].count(f"c.name == '{TLS_PROXY_CONTAINER}'") == 2  # containers and initContainers
     assert "initContainers" in validation["expression"]
+
+
+# --- the CEL expressions, evaluated --------------------------------------------------------------
+
+
+def cel(expression: str, pod: Doc) -> bool:
+    """Evaluate a CEL expression as the API server would, with `object` bound to the pod."""
+    try:
+        import celpy
+        from celpy import celtypes
+    except ImportError:
+        pytest.fail("cel-python is not installed: run `bash .ci/install-helm.sh` (installs cel-python==0.5.0)")
+
+    def lower_ascii(value: Any) -> Any:  # Kubernetes enables cel-go's strings extension
+        return celtypes.StringType(str(value).lower())
+
+    env = celpy.Environment()
+    program = env.program(env.compile(expression), functions={"lowerAscii": lower_ascii})
+    result = program.evaluate({"object": celpy.json_to_cel(pod)})
+    assert isinstance(result, celtypes.BoolType), f"{expression!r} gave {result!r}"
+    return bool(result)
+
+
+def make_pod(
+    annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    containers: tuple[str, ...] = ("app",),
+    init_containers: tuple[str, ...] = (),
+) -> Doc:
+    metadata: Doc = {"name": "shop"}
+    if annotations is not None:
+        metadata["annotations"] = annotations
+    if labels is not None:
+        metadata["labels"] = labels
+    spec: Doc = {
+        "containers": [{"name": n, "image": "example/app:1", "ports": [{"containerPort": 8080}]} for n in containers]
+    }
+    if init_containers:
+        spec["initContainers"] = [{"name": n, "image": "example/init:1"} for n in init_containers]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+def vap_denies(policy: Doc, pod: Doc) -> bool:
+    """A pod is denied when every matchCondition holds and some validation does not."""
+    if not all(cel(c["expression"], pod) for c in policy["spec"]["matchConditions"]):
+        return False
+    return not all(cel(v["expression"], pod) for v in policy["spec"]["validations"])
+
+
+TLS = {"podpatterns.io/tls-proxy": "shop-tls"}
+
+
+@pytest.mark.parametrize(
+    ("pod", "sent"),
+    [
+        (make_pod(), False),
+        (make_pod(annotations={}), False),
+        (make_pod(annotations={"team": "shop", "prometheus.io/scrape": "true"}), False),
+        (make_pod(annotations={"podpatterns.io/exporter": "redis"}), True),
+        (make_pod(annotations=TLS), True),
+    ],
+    ids=["no-annotations", "empty-annotations", "other-annotations", "exporter", "tls-proxy"],
+)
+def test_match_condition_sends_exactly_the_pods_with_a_podpatterns_annotation(
+    pod: Doc, sent: bool, render: Callable[..., list[Doc]]
+) -> None:
+    (condition,) = webhook_of(render("match-conditions"))["matchConditions"]
+    assert cel(condition["expression"], pod) is sent
+
+
+@pytest.mark.parametrize(
+    ("pod", "denied"),
+    [
+        (make_pod(annotations=TLS), True),  # the webhook was skipped: refuse
+        (make_pod(annotations=TLS, containers=("app", TLS_PROXY_CONTAINER)), False),  # classic sidecar
+        (make_pod(annotations=TLS, init_containers=(TLS_PROXY_CONTAINER,)), False),  # native sidecar
+        (make_pod(), False),
+        (make_pod(annotations={"podpatterns.io/exporter": "redis"}), False),
+        (make_pod(annotations={**TLS, "podpatterns.io/inject": "False"}), False),  # opted out: left alone
+        (make_pod(annotations=TLS, labels={"podpatterns.io/inject": "FALSE"}), False),
+    ],
+    ids=[
+        "skipped",
+        "classic-sidecar",
+        "native-sidecar",
+        "plain",
+        "other-feature",
+        "annotation-opt-out",
+        "label-opt-out",
+    ],
+)
+def test_policy_refuses_a_pod_that_asked_for_the_tls_proxy_but_did_not_get_it(
+    pod: Doc, denied: bool, render: Callable[..., list[Doc]]
+) -> None:
+    assert vap_denies(one(render("vap"), "ValidatingAdmissionPolicy"), pod) is denied
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native-sidecars", "classic-sidecars"])
+def test_policy_accepts_what_the_webhook_really_injects(native: bool, render: Callable[..., list[Doc]]) -> None:
+    """The contract between chart and code: the policy knows the name the injector gives the proxy."""
+    pod = make_pod(annotations=TLS)
+    result = inject(pod, InjectorConfig(nativeSidecars=native))
+    assert result.injected == ("tls-proxy",)
+    docs = render("everything-on")
+    assert not vap_denies(one(docs, "ValidatingAdmissionPolicy"), result.pod)
+    assert cel(webhook_of(docs)["matchConditions"][0]["expression"], pod)
 
 
 # --- what the operator reads --------------------------------------------------------------------
