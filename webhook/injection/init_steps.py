@@ -8,7 +8,6 @@ receives host, port and timeout as positional arguments; git runs without a shel
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 from webhook.injection import annotations as keys
 from webhook.injection import values
@@ -36,27 +35,19 @@ echo "podpatterns: $2:$3 accepts connections"
 """
 
 
-def _image_and_resources(
-    ws: Workspace, config: InjectorConfig, image_key: str, resources_key: str, component: Any
-) -> tuple[str | None, Any]:
-    r = ws.reader
-    image: str | None = component.image
-    if (raw := r.get(image_key)) is not None:
-        image = values.image(r, image_key, raw, config)
-    resources: Any = component.resources.as_dict()
-    if (raw := r.get(resources_key)) is not None:
-        resources = values.resources(r, resources_key, raw, component.resources)
-    return image, resources
-
-
 def apply_wait_for(ws: Workspace, config: InjectorConfig) -> None:
     r = ws.reader
     targets = values.host_port_list(r, keys.INIT_WAIT_FOR, r.get(keys.INIT_WAIT_FOR) or "")
     timeout: int | None = config.wait_for.timeout_seconds
     if (raw := r.get(keys.INIT_WAIT_TIMEOUT)) is not None:
         timeout = values.duration_seconds(r, keys.INIT_WAIT_TIMEOUT, raw)
-    image, resources = _image_and_resources(
-        ws, config, keys.INIT_WAIT_FOR_IMAGE, keys.INIT_WAIT_FOR_RESOURCES, config.wait_for
+    image, resources = values.image_and_resources(
+        r,
+        config,
+        keys.INIT_WAIT_FOR_IMAGE,
+        keys.INIT_WAIT_FOR_RESOURCES,
+        config.wait_for.image,
+        config.wait_for.resources,
     )
     if targets is None or timeout is None or image is None or resources is None:
         return
@@ -85,8 +76,13 @@ def apply_git_clone(ws: Workspace, config: InjectorConfig) -> None:
     path = values.abs_path(r, keys.INIT_GIT_CLONE_PATH, raw_path, what="directory")
     if path is not None and not values.mountable_dir(r, keys.INIT_GIT_CLONE_PATH, raw_path, path):
         path = None
-    image, resources = _image_and_resources(
-        ws, config, keys.INIT_GIT_CLONE_IMAGE, keys.INIT_GIT_CLONE_RESOURCES, config.git_clone
+    image, resources = values.image_and_resources(
+        r,
+        config,
+        keys.INIT_GIT_CLONE_IMAGE,
+        keys.INIT_GIT_CLONE_RESOURCES,
+        config.git_clone.image,
+        config.git_clone.resources,
     )
     if (
         url is None

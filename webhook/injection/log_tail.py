@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import posixpath
 import re
-from typing import Any
 
 from webhook.injection import annotations as keys
 from webhook.injection import values
@@ -51,12 +50,9 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
         if path is not None and path not in paths:
             paths.append(path)
     target = ws.target_container(keys.LOG_TAIL_CONTAINER)
-    image = config.log_tail.image
-    if (override := r.get(keys.LOG_TAIL_IMAGE)) is not None:
-        image = values.image(r, keys.LOG_TAIL_IMAGE, override, config)
-    resources: Any = config.log_tail.resources.as_dict()
-    if (override := r.get(keys.LOG_TAIL_RESOURCES)) is not None:
-        resources = values.resources(r, keys.LOG_TAIL_RESOURCES, override, config.log_tail.resources)
+    image, resources = values.image_and_resources(
+        r, config, keys.LOG_TAIL_IMAGE, keys.LOG_TAIL_RESOURCES, config.log_tail.image, config.log_tail.resources
+    )
     if target is None or image is None or resources is None or not paths or r.errors:
         return
 

@@ -172,12 +172,9 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
         client_ca = values.secret_name(r, keys.TLS_PROXY_CLIENT_CA, client_ca)
     env_raw = r.get(keys.TLS_PROXY_APP_ENV)
     env_extra = values.env_pairs(r, keys.TLS_PROXY_APP_ENV, env_raw) if env_raw else []
-    image = config.tls_proxy.image
-    if (raw := r.get(keys.TLS_PROXY_IMAGE)) is not None:
-        image = values.image(r, keys.TLS_PROXY_IMAGE, raw, config)
-    resources: Any = config.tls_proxy.resources.as_dict()
-    if (raw := r.get(keys.TLS_PROXY_RESOURCES)) is not None:
-        resources = values.resources(r, keys.TLS_PROXY_RESOURCES, raw, config.tls_proxy.resources)
+    image, resources = values.image_and_resources(
+        r, config, keys.TLS_PROXY_IMAGE, keys.TLS_PROXY_RESOURCES, config.tls_proxy.image, config.tls_proxy.resources
+    )
     if None in (target, secret, protocol, env_extra, image, resources) or (
         client_ca is None and keys.TLS_PROXY_CLIENT_CA in ws.annotations
     ):

@@ -193,6 +193,24 @@ def image(r: AnnotationReader, key: str, value: str, config: InjectorConfig) -> 
     return value
 
 
+def image_and_resources(
+    r: AnnotationReader,
+    config: InjectorConfig,
+    image_key: str,
+    resources_key: str,
+    default_image: str,
+    default_resources: Resources,
+) -> tuple[str | None, Any]:
+    """A component's image and resources, with the pod's `<feature>-image` / `-resources` overrides."""
+    chosen: str | None = default_image
+    if (raw := r.get(image_key)) is not None:
+        chosen = image(r, image_key, raw, config)
+    merged: Any = default_resources.as_dict()
+    if (raw := r.get(resources_key)) is not None:
+        merged = resources(r, resources_key, raw, default_resources)
+    return chosen, merged
+
+
 def resources(r: AnnotationReader, key: str, value: str, default: Resources) -> dict[str, Any] | None:
     """JSON {"requests": {...}, "limits": {...}} merged over the default; both cpu and memory stay set."""
     try:
