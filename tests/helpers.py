@@ -13,7 +13,7 @@ import jsonpatch
 import kubernetes_validate
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures"
+SHARED_FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 # The oldest Kubernetes with native sidecars on by default, and the one our fixtures were recorded on.
 SCHEMA_VERSIONS = ("1.29.0", "1.36.0")
