@@ -6,9 +6,13 @@ matchConditions, the ValidatingAdmissionPolicy) is linted with `helm lint --stri
 fields fail) for the oldest and the newest Kubernetes the chart supports. cert-manager objects have
 no schema there, so their required fields are checked by hand. Then targeted assertions pin what
 keeps a cluster safe: which pods and namespaces the webhook sees, the certificates, the restricted
-securityContexts.
+securityContexts. Beyond rendering:
+- a fake API server on loopback answers helm's `lookup`, proving an upgrade keeps the CA;
+- the CEL of matchConditions and the ValidatingAdmissionPolicy is evaluated on real pods
+  (cel-python), including what the injector really produces;
+- the rendered Secret, ConfigMap and args start the real server, called as the API server would.
 
-helm is never mocked: `bash .ci/install-helm.sh` installs it.
+helm is never mocked: `bash .ci/install-helm.sh` installs it (and hadolint and cel-python).
 """
 
 from __future__ import annotations
@@ -16,11 +20,16 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import http.client
 import json
 import os
 import shutil
+import socket
+import ssl
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -135,12 +144,10 @@ def _template_args(values: Doc, kube: str) -> list[str]:
     return args
 
 
-_renders: dict[tuple[str, str], list[Doc]] = {}
-
-
 @pytest.fixture(scope="session")
 def render(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., list[Doc]]:
     """render(variant, kube=KUBE_LATEST) -> manifests; each combination is rendered once per session."""
+    _renders: dict[tuple[str, str], list[Doc]] = {}
 
     def _render(variant: str, kube: str = KUBE_LATEST) -> list[Doc]:
         key = (variant, kube)
@@ -188,6 +195,28 @@ def namespace_labels(name: str, *, opted_in: bool = True) -> dict[str, str]:
     if opted_in:
         labels["podpatterns.io/injection"] = "enabled"
     return labels
+
+
+def make_pod(
+    annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    containers: tuple[str, ...] = ("app",),
+    init_containers: tuple[str, ...] = (),
+) -> Doc:
+    metadata: Doc = {"name": "shop"}
+    if annotations is not None:
+        metadata["annotations"] = annotations
+    if labels is not None:
+        metadata["labels"] = labels
+    spec: Doc = {
+        "containers": [{"name": n, "image": "example/app:1", "ports": [{"containerPort": 8080}]} for n in containers]
+    }
+    if init_containers:
+        spec["initContainers"] = [{"name": n, "image": "example/init:1"} for n in init_containers]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+TLS = {"podpatterns.io/tls-proxy": "shop-tls"}
 
 
 # --- lint and schema validation of every variant --------------------------------------------------
@@ -620,6 +649,10 @@ def test_deployment_runs_restricted_as_uid_10001(render: Callable[..., list[Doc]
         assert not spec.get(host)
     assert spec["automountServiceAccountToken"] is False
     assert container["resources"]["requests"] and container["resources"]["limits"]
+    # Keeps serving while the endpoint removal propagates, and the grace period covers the sleep plus
+    # the server's own graceful shutdown.
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    assert spec["terminationGracePeriodSeconds"] >= 5 + 20
 
 
 def test_deployment_serves_https_with_mounted_certificate_and_config(render: Callable[..., list[Doc]]) -> None:
@@ -684,6 +717,100 @@ def test_injector_config_map_holds_the_injector_values_and_the_webhook_accepts_t
     assert parsed.native_sidecars is True and parsed.tls_proxy.run_as_user == 101
 
 
+# --- the rendered chart, served by the real server -------------------------------------------------
+
+
+class _ServiceConnection(http.client.HTTPSConnection):
+    """HTTPS to a Service DNS name (SNI and certificate check use it) that actually dials 127.0.0.1."""
+
+    def __init__(self, host: str, port: int, context: ssl.SSLContext) -> None:
+        super().__init__(host, port, context=context, timeout=10)
+        self._create_connection = lambda _address, *args, **kwargs: socket.create_connection(  # type: ignore[method-assign]
+            ("127.0.0.1", port), *args, **kwargs
+        )
+
+
+def test_rendered_certificate_config_and_args_run_the_real_server(
+    render: Callable[..., list[Doc]], tmp_path: Path
+) -> None:
+    """What the pod would do: the chart's Secret and ConfigMap as mounted files, the chart's args, and
+    the API server's call over HTTPS to <svc>.<ns>.svc verified with the webhook's caBundle."""
+    docs = render("helm-certs")
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    files = {
+        "/etc/podpatterns/tls": {
+            k: base64.b64decode(v) for k, v in one(docs, "Secret", f"{FULLNAME}-tls")["data"].items()
+        },
+        "/etc/podpatterns/config": {k: v.encode() for k, v in one(docs, "ConfigMap", FULLNAME)["data"].items()},
+    }
+    for mount_path, content in files.items():
+        assert mount_path in mounts
+        folder = tmp_path / mount_path.lstrip("/")
+        folder.mkdir(parents=True)
+        for name, data in content.items():
+            (folder / name).write_bytes(data)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = [a.replace("/etc/podpatterns/", f"{tmp_path}/etc/podpatterns/") for a in container["args"]]
+    args = [f"--port={port}" if a.startswith("--port=") else a for a in args]
+    args = ["--host=127.0.0.1" if a.startswith("--host=") else a for a in args]  # loopback only in tests
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PODPATTERNS_")}
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen([sys.executable, "-m", "webhook", "serve", *args], stdout=out, stderr=out, env=env)
+    try:
+        ca = base64.b64decode(webhook_of(docs)["clientConfig"]["caBundle"]).decode()
+        context = ssl.create_default_context(cadata=ca)
+        service_host = f"{FULLNAME}.{NAMESPACE}.svc"  # the name the API server dials
+
+        def get(path: str) -> tuple[int, bytes]:
+            connection = _ServiceConnection(service_host, port, context)
+            try:
+                connection.request("GET", path)
+                response = connection.getresponse()
+                return response.status, response.read()
+            finally:
+                connection.close()
+
+        deadline = time.monotonic() + 20
+        while True:
+            assert server.poll() is None, f"server exited:\n{log.read_text()}"
+            try:
+                status, _ = get("/readyz")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"/readyz never answered 200:\n{log.read_text()}"
+            time.sleep(0.2)
+        assert get("/healthz")[0] == 200
+        review = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "0b4e2b3c-chart-test",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "shop",
+                "operation": "CREATE",
+                "object": make_pod(annotations=TLS),
+            },
+        }
+        connection = _ServiceConnection(service_host, port, context)
+        connection.request("POST", "/mutate", body=json.dumps(review), headers={"Content-Type": "application/json"})
+        response = json.loads(connection.getresponse().read())
+        connection.close()
+        assert response["response"]["uid"] == "0b4e2b3c-chart-test"
+        assert response["response"]["allowed"] is True
+        patch = json.loads(base64.b64decode(response["response"]["patch"]))
+        assert TLS_PROXY_CONTAINER in json.dumps(patch)  # injected with the chart's config
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 # --- the ValidatingAdmissionPolicy ----------------------------------------------------------------
 
 
@@ -728,33 +855,11 @@ def cel(expression: str, pod: Doc) -> bool:
     return bool(result)
 
 
-def make_pod(
-    annotations: dict[str, str] | None = None,
-    labels: dict[str, str] | None = None,
-    containers: tuple[str, ...] = ("app",),
-    init_containers: tuple[str, ...] = (),
-) -> Doc:
-    metadata: Doc = {"name": "shop"}
-    if annotations is not None:
-        metadata["annotations"] = annotations
-    if labels is not None:
-        metadata["labels"] = labels
-    spec: Doc = {
-        "containers": [{"name": n, "image": "example/app:1", "ports": [{"containerPort": 8080}]} for n in containers]
-    }
-    if init_containers:
-        spec["initContainers"] = [{"name": n, "image": "example/init:1"} for n in init_containers]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
-
-
 def vap_denies(policy: Doc, pod: Doc) -> bool:
     """A pod is denied when every matchCondition holds and some validation does not."""
     if not all(cel(c["expression"], pod) for c in policy["spec"]["matchConditions"]):
         return False
     return not all(cel(v["expression"], pod) for v in policy["spec"]["validations"])
-
-
-TLS = {"podpatterns.io/tls-proxy": "shop-tls"}
 
 
 @pytest.mark.parametrize(

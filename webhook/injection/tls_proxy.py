@@ -6,6 +6,7 @@ go through the proxy, because kubelet dials the pod IP, where only nginx now lis
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from webhook.injection import annotations as keys
@@ -63,7 +64,7 @@ def _app_port(ws: Workspace, key: str, raw: str | None, original: int) -> int | 
             return None
         return port
     # The classic layout: 9200 -> 9201; else the next port nobody uses.
-    for port in list(range(original + 1, 65536)) + list(range(1024, original)):
+    for port in itertools.chain(range(original + 1, 65536), range(1024, original)):
         if port not in used:
             return port
     ws.reader.fail(keys.TLS_PROXY, ws.annotations.get(keys.TLS_PROXY, ""), "no free port for the app")
