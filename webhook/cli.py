@@ -36,6 +36,18 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="generate a dev CA and serving certificate (in --certs-dir) and serve on 127.0.0.1",
     )
+    serve.add_argument(
+        "--request-read-timeout",
+        type=float,
+        default=float(_env("REQUEST_READ_TIMEOUT", "10") or 10),
+        help="seconds a request may take to arrive, head and body (slow clients are cut off; default 10)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=int(_env("MAX_CONNECTIONS", "1000") or 1000),
+        help="concurrent connections per worker before answering 503 (default 1000)",
+    )
     serve.add_argument("--certs-dir", default="certs", help="where --dev keeps its certificates (default certs/)")
     serve.set_defaults(func=run_serve)
 
@@ -76,6 +88,7 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     # Workers are separate processes: they read their settings from the environment.
     os.environ["PODPATTERNS_LOG_LEVEL"] = args.log_level
+    os.environ["PODPATTERNS_REQUEST_READ_TIMEOUT"] = str(args.request_read_timeout)
     if args.config:
         os.environ["PODPATTERNS_CONFIG"] = str(Path(args.config).resolve())
     else:
@@ -83,8 +96,15 @@ def run_serve(args: argparse.Namespace) -> int:
     log.info(
         "starting", extra={"fields": {"host": host, "port": args.port, "workers": args.workers, "version": __version__}}
     )
+    from webhook.protocol import GuardedHttpProtocol  # imported after the environment is set
+
     uvicorn.run(
         "webhook.app:app_from_env",
+        http=GuardedHttpProtocol,
+        limit_concurrency=args.max_connections,
+        # Longer than Go's 90 s idle timeout, so the API server closes idle connections first and never
+        # sends a review on a connection we are closing.
+        timeout_keep_alive=120,
         factory=True,
         host=host,
         port=args.port,

@@ -1,0 +1,75 @@
+"""uvicorn's httptools protocol with the limits a webhook on the pod-creation path needs.
+
+uvicorn times out idle keep-alive connections, but not a request that arrives slowly: a client that
+sends a header byte a second (slowloris), or stalls mid-body, would hold its connection and task
+forever. Here each request must arrive whole within `read_timeout` seconds of its first byte (or of
+the connection's start), and its head may not exceed `max_head_bytes`; otherwise the connection is
+closed. Connection count is bounded separately by uvicorn's `limit_concurrency`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+# From the environment, which `podpatterns serve` sets from its flags: workers are separate processes.
+READ_TIMEOUT_SECONDS = float(os.environ.get("PODPATTERNS_REQUEST_READ_TIMEOUT", "10"))
+MAX_HEAD_BYTES = 64 * 1024
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    read_timeout: float = READ_TIMEOUT_SECONDS
+    max_head_bytes: int = MAX_HEAD_BYTES
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._head_bytes = 0
+        self._in_head = True
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()  # a connection that never completes a request is closed too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes:
+                self._close("request head too large")
+                return
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_bytes = True, 0
+        if self._deadline is None:
+            self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def _arm(self) -> None:
+        self._deadline = self.loop.call_later(self.read_timeout, self._close, "request not received in time")
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _close(self, reason: str) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.logger.debug("closing connection: %s", reason)
+            self.transport.close()
