@@ -144,6 +144,23 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         P + "log-tail-resources",
         "quantity",
     ),
+    (
+        "request-over-limit",
+        pod(
+            {
+                P + "log-tail": "/var/log/a.log",
+                P + "log-tail-resources": '{"requests": {"cpu": "1"}, "limits": {"cpu": "500m"}}',
+            }
+        ),
+        P + "log-tail-resources",
+        "requests.cpu 1 exceeds limits.cpu 500m",
+    ),
+    (
+        "quantity-typo",
+        pod({P + "log-tail": "/var/log/a.log", P + "log-tail-resources": '{"limits": {"memory": "64mi"}}'}),
+        P + "log-tail-resources",
+        "quantity",
+    ),
     ("log-relative", pod({P + "log-tail": "var/log/a.log"}), P + "log-tail", "absolute"),
     ("log-dotdot", pod({P + "log-tail": "/var/log/../../etc/shadow"}), P + "log-tail", "'..'"),
     ("log-root-dir", pod({P + "log-tail": "/etc/passwd"}), P + "log-tail", "hide the container's own files"),
@@ -251,3 +268,14 @@ def test_unknown_keys_and_orphan_options_are_warnings_not_denials(config: Inject
     assert any(
         "podpatterns.io/exporter-port has no effect without podpatterns.io/exporter" in w for w in result.warnings
     )
+
+
+def test_lowering_only_a_limit_lowers_the_default_request_with_it(config: InjectorConfig) -> None:
+    result = inject(
+        pod({P + "log-tail": "/var/log/a.log", P + "log-tail-resources": '{"limits": {"cpu": "5m"}}'}), config
+    )
+    tailer = result.pod["spec"]["initContainers"][0]
+    assert tailer["resources"] == {
+        "limits": {"cpu": "5m", "memory": "32Mi"},
+        "requests": {"cpu": "5m", "memory": "16Mi"},
+    }

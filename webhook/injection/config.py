@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,38 @@ from webhook.injection.errors import ConfigError
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # An image reference: registry/path[:tag][@digest]; no spaces, quotes or shell metacharacters.
 IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._\-/:@]{0,254}$", re.IGNORECASE)
-QUANTITY = re.compile(r"^([+]?[0-9.]+)([eE][-+]?[0-9]+|[mkMGTPE]i?|Ki|n|u)?$")
+QUANTITY = re.compile(r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
+_SUFFIX = {
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "": Decimal(1),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60),
+}
+
+
+def parse_quantity(text: str) -> Decimal:
+    """A Kubernetes quantity as a number (64Mi -> 67108864, 100m -> 0.1); ValueError if it is not one."""
+    match = QUANTITY.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity")
+    number, suffix = Decimal(match.group(1)), match.group(3) or ""
+    if suffix[:1] in ("e", "E"):
+        return number * Decimal(10) ** int(suffix[1:])
+    return number * _SUFFIX[suffix]
+
+
 RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
 # Volume types Pod Security "restricted" allows: a template must not smuggle in a hostPath.
 RESTRICTED_VOLUME_TYPES = frozenset(
@@ -53,6 +85,9 @@ class Resources(_Model):
         for part in ("cpu", "memory"):
             if part not in self.requests or part not in self.limits:
                 raise ValueError(f"requests and limits must both set {part}")
+        for name, request in self.requests.items():
+            if name in self.limits and parse_quantity(str(request)) > parse_quantity(str(self.limits[name])):
+                raise ValueError(f"requests.{name} {request} exceeds limits.{name} {self.limits[name]}")
         return self
 
     def as_dict(self) -> dict[str, dict[str, str]]:

@@ -253,7 +253,8 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
         {
             "name": CONTAINER,
             "image": image,
-            "command": ["nginx", "-c", f"{nginx_conf.CONF_DIR}/nginx.conf"],
+            # -e: errors to stderr from the first line, before the config is read (the root fs is read-only).
+            "command": ["nginx", "-e", "stderr", "-c", f"{nginx_conf.CONF_DIR}/nginx.conf"],
             "ports": [port],
             "readinessProbe": check(5, 3),
             "startupProbe": check(1, 30),

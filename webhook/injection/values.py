@@ -14,7 +14,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from webhook.injection.annotations import AnnotationReader
-from webhook.injection.config import DNS_LABEL, IMAGE_REF, QUANTITY, RESOURCE_NAMES, InjectorConfig, Resources
+from webhook.injection.config import (
+    DNS_LABEL,
+    IMAGE_REF,
+    QUANTITY,
+    RESOURCE_NAMES,
+    InjectorConfig,
+    Resources,
+    parse_quantity,
+)
 
 DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$")  # IANA_SVC_NAME, as Kubernetes
@@ -236,4 +244,13 @@ def resources(r: AnnotationReader, key: str, value: str, default: Resources) -> 
                 )
                 return None
             merged[part][name] = str(quantity)
+    # The API server rejects requests above limits: lowering only a limit lowers our default request with
+    # it; a request the author set above a limit is their mistake to fix.
+    for name, request in list(merged["requests"].items()):
+        limit = merged["limits"].get(name)
+        if limit is not None and parse_quantity(request) > parse_quantity(limit):
+            if name in (parsed.get("requests") or {}):
+                r.fail(key, value, f"requests.{name} {request} exceeds limits.{name} {limit}")
+                return None
+            merged["requests"][name] = limit
     return merged
