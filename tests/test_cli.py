@@ -84,3 +84,43 @@ def test_invalid_config_exits_2_naming_the_field(tmp_path: Path) -> None:
 def test_serve_refuses_to_start_without_tls() -> None:
     result = podpatterns("serve", "--port", "0")
     assert result.returncode == 2 and "HTTPS only" in result.stderr
+
+
+def test_duplicate_yaml_keys_are_refused() -> None:
+    result = podpatterns("inject", "-f", "-", stdin="kind: Pod\nmetadata: {name: a}\nkind: Deployment\n")
+    assert result.returncode == 2 and "duplicate key 'kind'" in result.stderr
+
+
+@pytest.mark.parametrize("case", ["missing", "mismatched"])
+def test_serve_explains_unusable_certificate_files(case: str, tmp_path: Path) -> None:
+    from webhook.certs import write_certs
+
+    a = write_certs(tmp_path / "a", dns_names=["localhost"], ip_addresses=[])
+    b = write_certs(tmp_path / "b", dns_names=["localhost"], ip_addresses=[])
+    cert, key = (str(tmp_path / "nope.crt"), str(a.tls_key)) if case == "missing" else (str(a.tls_crt), str(b.tls_key))
+    result = podpatterns("serve", "--tls-cert", cert, "--tls-key", key, "--port", "0")
+    assert result.returncode == 2
+    assert (
+        ("cannot read" in result.stderr and "nope.crt" in result.stderr)
+        if case == "missing"
+        else "not a usable pair" in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_a_typo_is_reported_with_the_nearest_key_even_when_the_pod_is_denied() -> None:
+    manifest = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: typo
+  annotations:
+    podpatterns.io/tls-proxy: es-tls
+    podpatterns.io/tls-proxy-protocl: tcp
+    podpatterns.io/tls-proxy-port: "99999"
+spec:
+  containers: [{name: app, image: app:1, ports: [{containerPort: 80}]}]
+"""
+    result = podpatterns("inject", "-f", "-", stdin=manifest)
+    assert result.returncode == 1
+    assert "did you mean podpatterns.io/tls-proxy-protocol?" in result.stderr

@@ -71,12 +71,9 @@ def patched(uid: str, ops: list[dict[str, Any]], warnings: list[str] | None = No
     return _response(uid, True, **extra)
 
 
-def denied(uid: str, message: str, code: int = 400) -> dict[str, Any]:
-    return _response(
-        uid,
-        False,
-        status={"code": code, "message": message, "reason": "BadRequest" if code == 400 else "InternalError"},
-    )
+def denied(uid: str, message: str, code: int = 400, warnings: list[str] | None = None) -> dict[str, Any]:
+    status = {"code": code, "message": message, "reason": "BadRequest" if code == 400 else "InternalError"}
+    return _response(uid, False, status=status, **({"warnings": warnings} if warnings else {}))
 
 
 def _request(review: Any) -> dict[str, Any]:
@@ -120,7 +117,7 @@ def review(body: Any, config: InjectorConfig, decision: Decision) -> dict[str, A
         result = inject(pod, config)
     except InvalidAnnotations as exc:
         decision.result, decision.reason = "denied", "invalid annotations"
-        return denied(uid, f"podpatterns cannot inject this pod: {exc}")
+        return denied(uid, f"podpatterns cannot inject this pod: {exc}", warnings=exc.warnings)
     except Exception as exc:  # a bug of ours must still answer, with the uid, and never hang
         decision.result, decision.reason = "error", f"{type(exc).__name__}"
         return denied(uid, f"podpatterns failed unexpectedly ({type(exc).__name__}); see the webhook's log", 500)

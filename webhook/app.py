@@ -1,7 +1,9 @@
 """The HTTP layer: FastAPI app with /mutate, /healthz, /readyz, /metrics. Knows HTTP, not pods.
 
-/mutate is a plain Starlette endpoint reading raw bytes and answering with orjson: admission is on
-the path of every pod creation, and pydantic-modelling whole pods would cost time and drop fields.
+/mutate is a plain ASGI endpoint reading raw bytes and answering with orjson: admission is on the path
+of every pod creation, and pydantic-modelling whole pods would cost time and drop fields. POST /mutate
+does not even go through FastAPI's middleware stack and router (WebhookApp.__call__ hands it straight
+to the endpoint): on a review that needs no change they cost more than the whole review (bench/).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
+from starlette.types import Message, Receive, Scope, Send
 
 from webhook import admission, logs
 from webhook.injection import ConfigError, InjectorConfig, load_config
@@ -74,19 +77,26 @@ class BodyTooLarge(Exception):
     pass
 
 
-async def _read_body(request: Request) -> bytes:
+async def _read_body(receive: Receive, declared: str | None, encoding: str) -> bytes:
     """Read at most MAX_BODY_BYTES, refusing early on Content-Length and while streaming."""
-    declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise BodyTooLarge
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    if request.headers.get("content-encoding", "").lower() == "gzip":
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise BodyTooLarge
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        elif message["type"] == "http.disconnect":
+            raise ClientDisconnect
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if encoding.lower() == "gzip":
         body = _gunzip(body)
     return body
 
@@ -99,15 +109,100 @@ def _gunzip(body: bytes) -> bytes:
     return out
 
 
-def _error(status: int, message: str) -> Response:
-    return Response(orjson.dumps({"error": message}), status_code=status, media_type="application/json")
+def _error(status: int, message: str) -> tuple[int, bytes]:
+    return status, orjson.dumps({"error": message})
+
+
+def _headers(scope: Scope) -> tuple[str, str | None, str]:
+    """Content-Type, Content-Length and Content-Encoding (the first of each, as Starlette's Headers.get)."""
+    content_type = length = encoding = None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            if content_type is None:
+                content_type = value.decode("latin-1")
+        elif name == b"content-length":
+            if length is None:
+                length = value.decode("latin-1")
+        elif name == b"content-encoding" and encoding is None:
+            encoding = value.decode("latin-1")
+    return content_type or "", length, encoding or ""
+
+
+class WebhookApp(FastAPI):
+    """FastAPI for /healthz, /readyz, /metrics (and anything else); POST /mutate straight to its endpoint.
+
+    The /mutate route stays registered, so other methods still get the router's 405, and a mounted app
+    (root_path) still reaches it through the stack.
+    """
+
+    mutate_endpoint: MutateEndpoint | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] == "/mutate"
+            and scope["method"] == "POST"
+            and not scope.get("root_path")
+            and self.mutate_endpoint is not None
+        ):
+            await self.mutate_endpoint(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+class MutateEndpoint:
+    """POST /mutate as a bare ASGI app: AdmissionReview bytes in, AdmissionReview bytes out."""
+
+    def __init__(self, holder: ConfigHolder, metrics: Metrics) -> None:
+        self.holder, self.metrics, self.log = holder, metrics, logs.get()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        status, body = await self.answer(scope, receive)
+        start: Message = {
+            "type": "http.response.start",
+            "status": status,
+            # What Starlette's Response(media_type="application/json") sends, in its order.
+            "headers": [(b"content-length", str(len(body)).encode("latin-1")), (b"content-type", b"application/json")],
+        }
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
+
+    async def answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        started = time.perf_counter()
+        metrics = self.metrics
+        content_type, length, encoding = _headers(scope)
+        content_type = content_type.split(";", 1)[0].strip().lower()
+        if content_type != "application/json":
+            metrics.malformed.labels("415").inc()
+            return _error(415, f"expected Content-Type application/json, got {content_type or 'none'!r}")
+        try:
+            body = await _read_body(receive, length, encoding)
+        except BodyTooLarge:
+            metrics.malformed.labels("413").inc()
+            return _error(413, f"the body exceeds {MAX_BODY_BYTES} bytes")
+        except (ClientDisconnect, OSError, EOFError, gzip.BadGzipFile):
+            metrics.malformed.labels("400").inc()
+            return _error(400, "the body could not be read")
+        decision = admission.Decision(started=started)
+        try:
+            review = orjson.loads(body)
+            answer = admission.review(review, self.holder.config, decision)
+        except (orjson.JSONDecodeError, RecursionError):
+            metrics.malformed.labels("400").inc()
+            return _error(400, "the body is not valid JSON")
+        except admission.MalformedReview as exc:
+            metrics.malformed.labels("400").inc()
+            return _error(400, str(exc))
+        metrics.count_review(decision.result, decision.injected, time.perf_counter() - started)
+        if decision.operation == "CREATE" or decision.result != "allowed":
+            logs.info_fields(self.log, "admission decision", decision.log_fields())
+        return 200, orjson.dumps(answer)
 
 
 def create_app(config_path: str | Path | None = None, *, reload_interval: float = 2.0) -> FastAPI:
     metrics = Metrics()
     holder = ConfigHolder(Path(config_path) if config_path else None, metrics)
     holder.load_initial()
-    log = logs.get()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -123,44 +218,10 @@ def create_app(config_path: str | Path | None = None, *, reload_interval: float 
         if task:
             task.cancel()
 
-    app = FastAPI(title="podpatterns", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = WebhookApp(title="podpatterns", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.config_holder = holder
     app.state.metrics = metrics
     app.state.ready = False
-
-    async def mutate(request: Request) -> Response:
-        started = time.perf_counter()
-        content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if content_type != "application/json":
-            metrics.malformed.labels("415").inc()
-            return _error(415, f"expected Content-Type application/json, got {content_type or 'none'!r}")
-        try:
-            body = await _read_body(request)
-        except BodyTooLarge:
-            metrics.malformed.labels("413").inc()
-            return _error(413, f"the body exceeds {MAX_BODY_BYTES} bytes")
-        except (ClientDisconnect, OSError, EOFError, gzip.BadGzipFile):
-            metrics.malformed.labels("400").inc()
-            return _error(400, "the body could not be read")
-        decision = admission.Decision(started=started)
-        try:
-            review = orjson.loads(body)
-            answer = admission.review(review, holder.config, decision)
-        except (orjson.JSONDecodeError, RecursionError):
-            metrics.malformed.labels("400").inc()
-            return _error(400, "the body is not valid JSON")
-        except admission.MalformedReview as exc:
-            metrics.malformed.labels("400").inc()
-            return _error(400, str(exc))
-        metrics.reviews.labels(decision.result).inc()
-        for feature in decision.injected:
-            metrics.injections.labels(feature).inc()
-        if decision.result == "denied":
-            metrics.denials.inc()
-        metrics.latency.observe(time.perf_counter() - started)
-        if decision.operation == "CREATE" or decision.result != "allowed":
-            log.info("admission decision", extra={"fields": decision.log_fields()})
-        return Response(orjson.dumps(answer), media_type="application/json")
 
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok")
@@ -174,7 +235,8 @@ def create_app(config_path: str | Path | None = None, *, reload_interval: float 
     async def metrics_endpoint(_: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_route("/mutate", mutate, methods=["POST"])
+    app.mutate_endpoint = MutateEndpoint(holder, metrics)
+    app.add_route("/mutate", app.mutate_endpoint, methods=["POST"])
     app.add_route("/healthz", healthz, methods=["GET"])
     app.add_route("/readyz", readyz, methods=["GET"])
     app.add_route("/metrics", metrics_endpoint, methods=["GET"])

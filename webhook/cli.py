@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import sys
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from webhook.tls import context_factory
+    from webhook.tls import context_factory, server_context
 
     log = logs.setup(args.log_level)
     host = args.host or ("127.0.0.1" if args.dev else "0.0.0.0")
@@ -85,6 +86,17 @@ def run_serve(args: argparse.Namespace) -> int:
         load_config(args.config)  # fail before binding, with a message that names the field
     except ConfigError as exc:
         sys.stderr.write(f"podpatterns serve: {exc}\n")
+        return 2
+    try:
+        server_context(cert, key)
+    except ssl.SSLError as exc:  # before OSError, of which it is a subclass
+        sys.stderr.write(
+            f"podpatterns serve: --tls-cert {cert} and --tls-key {key} are not a usable pair "
+            f"(a PEM certificate chain and its private key): {exc.reason or exc}\n"
+        )
+        return 2
+    except OSError as exc:
+        sys.stderr.write(f"podpatterns serve: cannot read {exc.filename or cert}: {exc.strerror}\n")
         return 2
     # Workers are separate processes: they read their settings from the environment.
     os.environ["PODPATTERNS_LOG_LEVEL"] = args.log_level

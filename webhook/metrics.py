@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -43,3 +45,21 @@ class Metrics:
         self.cert_reloads = Counter(
             "podpatterns_tls_cert_reloads", "Serving certificate reloads, by result", ["result"], registry=self.registry
         )
+        # labels() looks the child up under a lock on every call; the children never change, so keep them.
+        self._reviews: dict[str, Any] = {}
+        self._injections: dict[str, Any] = {}
+
+    def count_review(self, result: str, injected: tuple[str, ...], seconds: float) -> None:
+        """Everything one answered review counts (the hot path: one call per review)."""
+        child = self._reviews.get(result)
+        if child is None:
+            child = self._reviews[result] = self.reviews.labels(result)
+        child.inc()
+        for feature in injected:
+            child = self._injections.get(feature)
+            if child is None:
+                child = self._injections[feature] = self.injections.labels(feature)
+            child.inc()
+        if result == "denied":
+            self.denials.inc()
+        self.latency.observe(seconds)

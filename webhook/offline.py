@@ -83,11 +83,27 @@ def inject_documents(docs: list[Any], config: InjectorConfig) -> tuple[list[Any]
                 result = inject(parent[key], config)
             except InvalidAnnotations as exc:
                 errors += [f"{label}: {err}" for err in exc.errors]
+                warnings += [f"{label}: {w}" for w in exc.warnings]
                 continue
             warnings += [f"{label}: {w}" for w in result.warnings]
             parent[key] = result.pod
     return out, warnings, errors
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping, as kubectl does (YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (a missing '---' between documents?)", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_documents(text: str) -> list[Any]:
-    return [d for d in yaml.safe_load_all(text) if d is not None]
+    return [d for d in yaml.load_all(text, Loader=_StrictLoader) if d is not None]

@@ -29,6 +29,7 @@ class AnnotationError:
 class InvalidAnnotations(InjectionError):
     """The pod asks for an injection that cannot be done; every problem is listed."""
 
-    def __init__(self, errors: list[AnnotationError]) -> None:
+    def __init__(self, errors: list[AnnotationError], warnings: list[str] | None = None) -> None:
         self.errors = errors
+        self.warnings = warnings or []  # e.g. a misspelt key, which may be why the pod is wrong
         super().__init__("; ".join(str(e) for e in errors))

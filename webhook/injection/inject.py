@@ -12,6 +12,7 @@ what is added, documented in README.md and pinned by golden tests:
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -93,7 +94,11 @@ def _check_status(pod: Json, raw: str) -> Result:
 
 
 def _warnings_for_keys(annotations: dict[str, str]) -> list[str]:
-    warnings = [f"unknown annotation {k}: podpatterns ignores it (misspelt?)" for k in keys.unknown_keys(annotations)]
+    warnings = []
+    for key in keys.unknown_keys(annotations):
+        close = difflib.get_close_matches(key, sorted(keys.KNOWN_KEYS), n=1, cutoff=0.8)
+        hint = f"did you mean {close[0]}?" if close else "see the annotation reference in README.md"
+        warnings.append(f"unknown annotation {key}: podpatterns ignores it ({hint})")
     for option, feature in keys.OPTION_OF.items():
         if option in annotations and feature not in annotations:
             warnings.append(f"annotation {option} has no effect without {feature}")
@@ -124,7 +129,7 @@ def inject(pod: Json, config: InjectorConfig) -> Result:
             apply(ws, config)
             injected.append(key.removeprefix(keys.PREFIX))
     if reader.errors:
-        raise InvalidAnnotations(reader.errors)
+        raise InvalidAnnotations(reader.errors, ws.warnings)
     return _assemble(pod, ws, native=native, injected=tuple(injected))
 
 
@@ -155,7 +160,8 @@ def _assemble(pod: Json, ws: Workspace, *, native: bool, injected: tuple[str, ..
     spec["containers"] = containers
     if init_containers:
         spec["initContainers"] = init_containers
-    spec["volumes"] = [*ws.volumes, *ws.added.volumes]
+    if ws.added.volumes:
+        spec["volumes"] = [*ws.volumes, *ws.added.volumes]
     if ws.sysctls:
         security = dict(spec.get("securityContext") or {})
         present = {s.get("name") for s in security.get("sysctls") or []}
