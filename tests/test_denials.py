@@ -64,7 +64,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "app-env-clash",
         pod({P + "tls-proxy": "t", P + "tls-proxy-app-env": "X=1"}, env=[{"name": "X", "value": "0"}]),
         P + "tls-proxy-app-env",
-        "already sets X",
+        "X: already set on container 'app'",
     ),
     ("grpc-probe", pod({P + "tls-proxy": "t"}, livenessProbe={"grpc": {"port": 8080}}), P + "tls-proxy", "gRPC"),
     (
@@ -175,6 +175,34 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         P + "log-tail",
         "secret",
     ),
+    (
+        "log-csi-volume",
+        pod(
+            {P + "log-tail": "/mnt/secrets/db-password"},
+            volumes=[{"name": "kv", "csi": {"driver": "secrets-store.csi.k8s.io"}}],
+            volumeMounts=[{"name": "kv", "mountPath": "/mnt/secrets"}],
+        ),
+        P + "log-tail",
+        "csi",
+    ),
+    (
+        "log-subpathexpr",
+        pod(
+            {P + "log-tail": "/logs/app.log"},
+            volumes=[{"name": "l", "emptyDir": {}}],
+            volumeMounts=[{"name": "l", "mountPath": "/logs", "subPathExpr": "$(POD_NAME)"}],
+        ),
+        P + "log-tail",
+        "subPathExpr",
+    ),
+    (
+        "git-path-trust-store",
+        pod({P + "init-git-clone": "https://example.com/r.git", P + "init-git-clone-path": "/etc/ssl/certs"}),
+        P + "init-git-clone-path",
+        "hide",
+    ),
+    ("log-usr-local-bin", pod({P + "log-tail": "/usr/local/bin/app.log"}), P + "log-tail", "hide"),
+    ("status-malformed-list", pod({P + "status": '{"containers": 5}'}), P + "status", "malformed"),
     ("log-shell", pod({P + "log-tail": "/var/log/$(reboot).log"}), P + "log-tail", "plain log file path"),
     ("wait-for", pod({P + "init-wait-for": "db.shop.svc"}), P + "init-wait-for", "host:port"),
     ("wait-for-shell", pod({P + "init-wait-for": "`reboot`:80"}), P + "init-wait-for", "host:port"),
@@ -222,6 +250,73 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         P + "status",
         "no such containers",
     ),
+]
+
+
+def with_spec(base: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {**base, "spec": {**base["spec"], **spec}}
+
+
+LOW_PORT = [{"containerPort": 443}]
+# Cases found by review against real-cluster behaviour.
+CASES += [
+    (
+        "app-env-reserved",
+        pod({P + "tls-proxy": "t", P + "tls-proxy-app-env": "PODPATTERNS_APP_HOST=0.0.0.0"}),
+        P + "tls-proxy-app-env",
+        "reserved",
+    ),
+    ("host-network", with_spec(pod({P + "tls-proxy": "t"}), hostNetwork=True), P + "tls-proxy", "hostNetwork"),
+    (
+        "port-sysctl",
+        with_spec(
+            pod({P + "tls-proxy": "t"}, ports=LOW_PORT),
+            securityContext={"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "1024"}]},
+        ),
+        P + "tls-proxy",
+        "could not bind port 443",
+    ),
+    ("mysql-no-secret", pod({P + "exporter": "mysql"}), P + "exporter", "MYSQLD_EXPORTER_USER"),
+    (
+        "metrics-name-taken",
+        pod({P + "exporter": "redis"}, ports=[{"containerPort": 8080, "name": "metrics"}]),
+        P + "exporter",
+        "already has a port named 'metrics'",
+    ),
+    (
+        "quantity-overflow",
+        pod({P + "log-tail": "/var/log/a.log", P + "log-tail-resources": '{"limits": {"memory": "1e9999999"}}'}),
+        P + "log-tail-resources",
+        "quantity",
+    ),
+    (
+        "log-csi-volume",
+        pod(
+            {P + "log-tail": "/mnt/secrets/db-password"},
+            volumes=[{"name": "kv", "csi": {"driver": "secrets-store.csi.k8s.io"}}],
+            volumeMounts=[{"name": "kv", "mountPath": "/mnt/secrets"}],
+        ),
+        P + "log-tail",
+        "csi",
+    ),
+    (
+        "log-subpathexpr",
+        pod(
+            {P + "log-tail": "/logs/app.log"},
+            volumes=[{"name": "l", "emptyDir": {}}],
+            volumeMounts=[{"name": "l", "mountPath": "/logs", "subPathExpr": "$(POD_NAME)"}],
+        ),
+        P + "log-tail",
+        "subPathExpr",
+    ),
+    (
+        "git-path-trust-store",
+        pod({P + "init-git-clone": "https://example.com/r.git", P + "init-git-clone-path": "/etc/ssl/certs"}),
+        P + "init-git-clone-path",
+        "hide",
+    ),
+    ("log-usr-local-bin", pod({P + "log-tail": "/usr/local/bin/app.log"}), P + "log-tail", "hide"),
+    ("status-malformed-list", pod({P + "status": '{"containers": 5}'}), P + "status", "malformed"),
 ]
 
 

@@ -50,9 +50,9 @@ def test_elasticsearch_deployment_pod_is_fully_injected(client: httpx.Client) ->
     assert init == ["podpatterns-tls-proxy", "podpatterns-exporter", "podpatterns-log-docker-cluster-server-json"]
     proxy = pod["spec"]["initContainers"][0]
     assert proxy["restartPolicy"] == "Always"
-    assert proxy["ports"] == [{"name": "http", "containerPort": 9200, "protocol": "TCP"}]
+    assert "ports" not in proxy  # named ports on native sidecars do not resolve in EndpointSlices before 1.32
     app = pod["spec"]["containers"][0]
-    assert "ports" not in app
+    assert app["ports"] == [{"name": "http", "containerPort": 9200, "protocol": "TCP"}]  # now served by nginx
     assert app["env"][:2] == [
         {"name": "PODPATTERNS_APP_HOST", "value": "127.0.0.1"},
         {"name": "PODPATTERNS_APP_PORT", "value": "9201"},
@@ -70,7 +70,7 @@ def test_existing_native_sidecar_and_init_container_keep_their_order(client: htt
     review = shared_review("pod-existing-native-sidecar.json")
     pod = apply_answer(review, post_raw(client, review).json())
     names = [c["name"] for c in pod["spec"]["initContainers"]]
-    assert names == ["podpatterns-tls-proxy", "log-shipper", "migrate"]
+    assert names == ["log-shipper", "podpatterns-tls-proxy", "migrate"]  # a leading native sidecar stays first
     # Port 80: nginx is unprivileged, so the pod gets the safe sysctl instead of a capability.
     assert {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"} in pod["spec"]["securityContext"]["sysctls"]
 
@@ -88,7 +88,7 @@ def test_statefulset_pod_moves_named_port_and_rewrites_probes_by_name_and_number
     review = shared_review("statefulset-web-0.json")
     pod = apply_answer(review, post_raw(client, review).json())
     app = pod["spec"]["containers"][0]
-    assert [p["name"] for p in app["ports"]] == ["admin"]
+    assert [p["name"] for p in app["ports"]] == ["http", "admin"]
     assert app["readinessProbe"]["httpGet"]["port"] == 8080 and app["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
     assert app["livenessProbe"]["httpGet"]["port"] == 9090  # the admin port is not proxied: untouched
 

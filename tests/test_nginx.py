@@ -40,7 +40,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.helpers import GOLDEN
 from webhook.certs import generate_ca, generate_serving_cert
-from webhook.injection import InjectorConfig, InvalidAnnotations, inject
+from webhook.injection import InjectorConfig, InvalidAnnotations, inject, tls_proxy
 from webhook.injection import annotations as keys
 from webhook.injection.nginx_conf import CLIENT_CA_DIR, TLS_DIR, TMP_DIR, ProxySpec, render
 from webhook.offline import _pod_slots
@@ -459,14 +459,22 @@ FATAL_PROTOCOL_VERSION = bytes([2, 70])
 # --- 1. nginx -t ------------------------------------------------------------------------------------------------
 
 
+def proxy_conf(pod: dict[str, Any]) -> str | None:
+    """The nginx.conf the webhook generated: the proxy container's PODPATTERNS_NGINX_CONF env value."""
+    spec = pod.get("spec") or {}
+    for container in spec.get("containers", []) + spec.get("initContainers", []):
+        if container["name"] == tls_proxy.CONTAINER:
+            return next(e["value"] for e in container["env"] if e["name"] == tls_proxy.CONF_ENV)
+    return None
+
+
 def golden_confs() -> list[Any]:
     params = []
     for path in sorted(GOLDEN.glob("*.injected.yaml")):
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
         for index in range(len(docs)):
             for parent, key, label in _pod_slots(docs, index):
-                annotations = parent[key].get("metadata", {}).get("annotations") or {}
-                if conf := annotations.get(keys.TLS_PROXY_NGINX_CONF):
+                if conf := proxy_conf(parent[key]):
                     params.append(pytest.param(conf, id=f"{path.name.removesuffix('.injected.yaml')}:{label}"))
     return params
 
@@ -760,10 +768,11 @@ def test_hostile_annotation_values_are_refused_naming_the_annotation(
 
 
 def test_a_valid_pod_gets_exactly_the_rendered_config_and_nginx_accepts_it(pod: PodFs) -> None:
-    # A config smuggled in under our own annotation is replaced, never kept or merged.
-    smuggled = {keys.TLS_PROXY_NGINX_CONF: "include /etc/passwd;"}
+    # An annotation that tries to smuggle in a config has no effect: the config is only ever rendered.
+    smuggled = {keys.PREFIX + "tls-proxy-nginx-conf": "include /etc/passwd;"}
     injected = inject(tls_pod(smuggled), InjectorConfig()).pod
-    conf = injected["metadata"]["annotations"][keys.TLS_PROXY_NGINX_CONF]
+    conf = proxy_conf(injected)
+    assert conf is not None
     assert "include" not in conf
     ipv6 = InjectorConfig().tls_proxy.listen_ipv6
     assert conf == render(ProxySpec(8080, 8081, "http", mutual_tls=True, ipv6=ipv6, open_paths=("/healthz",)))

@@ -57,3 +57,41 @@ def test_arguments_are_data_not_commands(busybox_path: str, tmp_path: Path) -> N
     result = run(busybox_path, "1", f"$(touch {marker})", "1")
     assert result.returncode == 1
     assert not marker.exists()
+
+
+def test_git_clone_script_clones_once_and_survives_a_rerun(tmp_path: Path) -> None:
+    """Init containers rerun when a pod's sandbox is recreated; the emptyDir (and the clone) survive."""
+    from webhook.injection.init_steps import GIT_SCRIPT
+
+    git = shutil.which("git")
+    assert git, "git is missing"
+    origin = tmp_path / "origin"
+    subprocess.run([git, "init", "-q", "-b", "main", str(origin)], check=True)
+    (origin / "index.js").write_text("console.log('hi')\n")
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        "GIT_TERMINAL_PROMPT": "0",
+    }
+    subprocess.run([git, "-C", str(origin), "add", "."], check=True, env=env)
+    subprocess.run([git, "-C", str(origin), "commit", "-qm", "init"], check=True, env=env)
+    subprocess.run([git, "-C", str(origin), "tag", "v1"], check=True, env=env)
+    checkout = tmp_path / "src"
+    checkout.mkdir()  # the emptyDir exists, empty, before the first run
+    url = f"file://{origin}"
+    for attempt in range(2):
+        result = subprocess.run(
+            ["sh", "-c", GIT_SCRIPT, "podpatterns-git-clone", url, str(checkout), "v1"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stderr
+        assert (checkout / "index.js").exists()
+        if attempt:
+            assert "already holds the clone" in result.stdout

@@ -27,7 +27,6 @@ TLS_PROXY_CLIENT_CA = PREFIX + "tls-proxy-client-ca"
 TLS_PROXY_PROTOCOL = PREFIX + "tls-proxy-protocol"
 TLS_PROXY_IMAGE = PREFIX + "tls-proxy-image"
 TLS_PROXY_RESOURCES = PREFIX + "tls-proxy-resources"
-TLS_PROXY_NGINX_CONF = PREFIX + "tls-proxy-nginx-conf"  # written by us, read by nginx via the downward API
 
 # Adapter: a Prometheus exporter beside the app.
 EXPORTER = PREFIX + "exporter"
@@ -94,7 +93,7 @@ OPTION_OF: dict[str, str] = {
     INIT_GIT_CLONE_RESOURCES: INIT_GIT_CLONE,
 }
 
-KNOWN_KEYS = frozenset({INJECT, STATUS, NATIVE_SIDECARS, TLS_PROXY_NGINX_CONF, *FEATURE_KEYS, *OPTION_OF})
+KNOWN_KEYS = frozenset({INJECT, STATUS, NATIVE_SIDECARS, *FEATURE_KEYS, *OPTION_OF})
 
 # Longer values than this are refused before any parsing: nothing legitimate needs them.
 MAX_VALUE_LENGTH = 4096

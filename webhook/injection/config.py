@@ -49,7 +49,10 @@ def parse_quantity(text: str) -> Decimal:
         raise ValueError(f"{text!r} is not a Kubernetes quantity")
     number, suffix = Decimal(match.group(1)), match.group(3) or ""
     if suffix[:1] in ("e", "E"):
-        return number * Decimal(10) ** int(suffix[1:])
+        exponent = int(suffix[1:])
+        if not -30 <= exponent <= 30:  # Kubernetes itself caps quantities far below this
+            raise ValueError(f"{text!r} is out of range")
+        return number * Decimal(10) ** exponent
     return number * _SUFFIX[suffix]
 
 
@@ -159,6 +162,8 @@ class ExporterPreset(_Model):
     env: dict[str, str] = Field(default_factory=dict)
     run_as_user: int = Field(default=65534, alias="runAsUser", ge=1)
     resources: Resources = SMALL
+    secret_keys: tuple[str, ...] = Field(default=(), alias="secretKeys")
+    """Credentials the exporter cannot start without: then `exporter-secret` is required, holding these keys."""
 
     @field_validator("image")
     @classmethod
@@ -189,7 +194,10 @@ BUILTIN_EXPORTERS: dict[str, ExporterPreset] = {
         image="prom/mysqld-exporter:v0.17.2",
         port=9104,
         targetPort=3306,
-        args=("--mysqld.address=localhost:{port}",),
+        # 0.15+ reads the user only from a flag or my.cnf (the password from the environment); Kubernetes
+        # expands $(VAR) from the Secret given by exporter-secret.
+        args=("--mysqld.address=localhost:{port}", "--mysqld.username=$(MYSQLD_EXPORTER_USER)"),
+        secretKeys=("MYSQLD_EXPORTER_USER", "MYSQLD_EXPORTER_PASSWORD"),
     ),
     "nginx": ExporterPreset(
         image="nginx/nginx-prometheus-exporter:1.4.1",

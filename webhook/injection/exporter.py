@@ -11,6 +11,7 @@ from webhook.injection.security import restricted
 from webhook.injection.workspace import Json, Workspace
 
 CONTAINER = "podpatterns-exporter"
+PORT_NAME = "metrics"
 PROMETHEUS_SCRAPE = "prometheus.io/scrape"
 PROMETHEUS_PORT = "prometheus.io/port"
 PROMETHEUS_PATH = "prometheus.io/path"
@@ -84,6 +85,23 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
     app_port = _target_port(ws, target, preset)
     if app_port is None:
         return
+    if preset and preset.secret_keys and not secret:
+        r.fail(
+            keys.EXPORTER,
+            name,
+            f"the {name} exporter cannot start without credentials: set "
+            f"{keys.EXPORTER_SECRET} to a Secret holding {' and '.join(preset.secret_keys)}",
+        )
+        return
+    taken = [c.get("name") for c in ws.containers for p in c.get("ports") or [] if p.get("name") == PORT_NAME]
+    if taken:
+        r.fail(
+            keys.EXPORTER,
+            name,
+            f"container {taken[0]!r} already has a port named {PORT_NAME!r}, the name "
+            "the exporter's port takes (Services and ServiceMonitors select it by name)",
+        )
+        return
     if metrics_port in ws.used_ports():
         r.fail(
             keys.EXPORTER_PORT if keys.EXPORTER_PORT in ws.annotations else keys.EXPORTER,
@@ -98,7 +116,7 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
     container: Json = {
         "name": CONTAINER,
         "image": image,
-        "ports": [{"containerPort": metrics_port, "name": "metrics", "protocol": "TCP"}],
+        "ports": [{"containerPort": metrics_port, "name": PORT_NAME, "protocol": "TCP"}],
         "resources": resources,
         "securityContext": restricted(preset.run_as_user if preset else 65534),
     }
@@ -110,7 +128,14 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
         # Credentials (DATA_SOURCE_USER, MYSQLD_EXPORTER_PASSWORD, ...) come from a Secret the pod may read.
         container["envFrom"] = [{"secretRef": {"name": secret}}]
     ws.added.sidecars.append(container)
-    # The pod-level scrape annotations: the author's own values always win.
-    for key, value in ((PROMETHEUS_SCRAPE, "true"), (PROMETHEUS_PORT, str(metrics_port)), (PROMETHEUS_PATH, path)):
-        if key not in ws.annotations:
-            ws.added.annotations[key] = value
+    # The pod-level scrape annotations, all three or none: mixing the author's path with our port would
+    # scrape a page that does not exist.
+    scrape = {PROMETHEUS_SCRAPE: "true", PROMETHEUS_PORT: str(metrics_port), PROMETHEUS_PATH: path}
+    own = sorted(k for k in scrape if k in ws.annotations)
+    if own:
+        ws.warnings.append(
+            f"the pod sets {', '.join(own)} itself, so podpatterns adds no prometheus.io "
+            f"annotations; the exporter serves port {metrics_port}, path {path}"
+        )
+    else:
+        ws.added.annotations.update(scrape)

@@ -19,6 +19,19 @@ WAIT_PREFIX = "podpatterns-wait-for-"
 GIT_CONTAINER = "podpatterns-git-clone"
 GIT_VOLUME = "podpatterns-git"
 
+# $1 url, $2 path, $3 ref (may be empty). Init containers run again when a pod's sandbox is recreated,
+# while its emptyDir survives: a second clone into the non-empty directory would fail forever.
+GIT_SCRIPT = """\
+if [ -d "$2/.git" ]; then
+  echo "podpatterns: $2 already holds the clone"
+  exit 0
+fi
+if [ -n "$3" ]; then
+  exec git clone --depth=1 --single-branch --branch "$3" -- "$1" "$2"
+fi
+exec git clone --depth=1 --single-branch -- "$1" "$2"
+"""
+
 # $1 timeout in seconds, $2 host, $3 port. `-e true` makes busybox nc exit 0 as soon as the TCP
 # connection is accepted, even from a server that never speaks or closes.
 WAIT_SCRIPT = """\
@@ -108,10 +121,7 @@ def apply_git_clone(ws: Workspace, config: InjectorConfig) -> None:
     for container in list(ws.containers) + list(ws.init_containers):
         edited = ws.edit(container)
         edited["volumeMounts"] = [*(edited.get("volumeMounts") or []), {"mountPath": path, "name": GIT_VOLUME}]
-    command = ["git", "clone", "--depth=1", "--single-branch"]
-    if ref:
-        command += ["--branch", ref]
-    command += ["--", url, path]
+    command = ["sh", "-c", GIT_SCRIPT, "podpatterns-git-clone", url, path, ref or ""]
     ws.added.volumes.append({"name": GIT_VOLUME, "emptyDir": {}})
     ws.added.init_steps.append(
         {

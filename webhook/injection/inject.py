@@ -3,9 +3,10 @@
 No I/O, no globals, no typed round-trip of the pod (that would drop fields we do not know). Order of
 what is added, documented in README.md and pinned by golden tests:
 
-- initContainers: our run-to-completion steps (wait-for, git clone, init templates), then, with native
-  sidecars, our sidecars (TLS proxy, exporter, log tailers, sidecar templates) with
-  `restartPolicy: Always`, then the pod's own initContainers, untouched and in their order;
+- initContainers: native sidecars the pod already starts with (a mesh proxy keeps its place, first); then
+  our run-to-completion steps (wait-for, git clone, init templates); then, with native sidecars, ours (TLS
+  proxy, exporter, log tailers, sidecar templates) with `restartPolicy: Always`; then the pod's other
+  initContainers, untouched and in their order;
 - containers: the pod's own, then (classic sidecars) ours in the same order;
 - volumes: the pod's own, then ours.
 """
@@ -81,7 +82,11 @@ def _check_status(pod: Json, raw: str) -> Result:
             "volumes": {v.get("name") for v in spec.get("volumes") or []},
         }
         for group, names in present.items():
-            missing = [n for n in status.get(group) or [] if n not in names]
+            recorded = status.get(group) or []
+            if not isinstance(recorded, list) or not all(isinstance(n, str) for n in recorded):
+                problem = f"has a malformed {group} list; remove {keys.STATUS} to inject again"
+                break
+            missing = [n for n in recorded if n not in names]
             if missing:
                 problem = (
                     f"says {', '.join(map(str, missing))} were injected, but the pod has no such {group}; "
@@ -135,12 +140,18 @@ def inject(pod: Json, config: InjectorConfig) -> Result:
 
 def _assemble(pod: Json, ws: Workspace, *, native: bool, injected: tuple[str, ...]) -> Result:
     sidecars = ws.added.sidecars
+    # Native sidecars already leading the pod's initContainers (a mesh proxy such as istio-proxy) stay
+    # first: with CNI traffic capture our wait-for and git clone need them running to reach the network.
+    lead = 0
+    while lead < len(ws.init_containers) and ws.init_containers[lead].get("restartPolicy") == "Always":
+        lead += 1
+    before, after = ws.init_containers[:lead], ws.init_containers[lead:]
     if native:
         sidecars = [{**c, "restartPolicy": "Always"} for c in sidecars]
-        init_containers = [*ws.added.init_steps, *sidecars, *ws.init_containers]
+        init_containers = [*before, *ws.added.init_steps, *sidecars, *after]
         containers = ws.containers
     else:
-        init_containers = [*ws.added.init_steps, *ws.init_containers]
+        init_containers = [*before, *ws.added.init_steps, *after]
         containers = [*ws.containers, *sidecars]
 
     status = {

@@ -17,8 +17,21 @@ from webhook.injection.workspace import Json, Workspace
 
 CONTAINER_PREFIX = "podpatterns-log-"
 VOLUME_PREFIX = "podpatterns-logs-"
-# Volumes that hold credentials or config, not logs: streaming them to stdout would leak them.
-NOT_LOG_VOLUMES = ("secret", "configMap", "projected", "downwardAPI")
+# Volume types that can hold logs. Anything else (secret, configMap, projected, csi such as the Secrets
+# Store driver, ...) may hold credentials, which a tailer would copy into the pod's logs.
+LOG_VOLUME_TYPES = ("emptyDir", "persistentVolumeClaim", "ephemeral")
+
+
+def _tailer_security(ws: Workspace, target: Json, default_user: int) -> Json:
+    """Run as the app's own non-root user and group when known, so files it writes 0600/0640 are readable."""
+    pod_sc = ws.spec.get("securityContext") or {}
+    app_sc = target.get("securityContext") or {}
+    user = app_sc.get("runAsUser", pod_sc.get("runAsUser"))
+    group = app_sc.get("runAsGroup", pod_sc.get("runAsGroup"))
+    sc = restricted(user if isinstance(user, int) and user > 0 else default_user)
+    if isinstance(group, int) and group > 0:
+        sc["runAsGroup"] = group
+    return sc
 
 
 def _container_name(path: str, taken: set[str]) -> str:
@@ -67,13 +80,21 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
         existing = _covering_mount(target, directory)
         if existing is not None:
             volume = volumes_by_name.get(existing.get("name"), {})
-            kind = next((k for k in NOT_LOG_VOLUMES if k in volume), None)
-            if kind:
+            kind = next((k for k in volume if k != "name"), "unknown")
+            if kind not in LOG_VOLUME_TYPES:
                 r.fail(
                     keys.LOG_TAIL,
                     raw,
-                    f"{path} is on the {kind} volume {existing.get('name')!r}, "
-                    "which holds no logs; tailing it would copy its contents to the pod's logs",
+                    f"{path} is on the {kind} volume {existing.get('name')!r}; the tailer shares only "
+                    f"{', '.join(LOG_VOLUME_TYPES)} volumes (others may hold credentials it would copy to the logs)",
+                )
+                return
+            if "subPathExpr" in existing:
+                r.fail(
+                    keys.LOG_TAIL,
+                    raw,
+                    f"{path} is on a mount with subPathExpr, which the tailer cannot share (its variables live "
+                    "in the app's environment); write the logs to a directory of their own",
                 )
                 return
             shared = {k: v for k, v in existing.items() if k in ("name", "mountPath", "subPath", "subPathExpr")}
@@ -100,7 +121,7 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
                 # -F follows the name, so rotation (rename + new file) is survived; +1 prints from the start.
                 "command": ["tail", "-n", "+1", "-F", path],
                 "resources": resources,
-                "securityContext": restricted(config.log_tail.run_as_user),
+                "securityContext": _tailer_security(ws, target, config.log_tail.run_as_user),
                 "volumeMounts": [mounts_by_dir[posixpath.dirname(path)]],
             }
         )

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from webhook import __version__
 
-CONF_DIR = "/etc/podpatterns/nginx"
 TLS_DIR = "/etc/podpatterns/tls"
 CLIENT_CA_DIR = "/etc/podpatterns/client-ca"
 TMP_DIR = "/tmp"
@@ -106,6 +105,7 @@ def render(spec: ProxySpec) -> str:
             # The URI part sends the normalised path itself, so `/data/..%2Fhealthz` reaches the app as
             # /healthz (what was authorised), never as the raw target the client wrote.
             probe_locations.append(f"        location = {path} {{")
+            probe_locations.append("            limit_except GET HEAD { deny all; }  # what a probe sends, no more")
             probe_locations.append(f"            proxy_pass http://127.0.0.1:{spec.app_port}{path};")
             probe_locations += ["            " + line for line in upstream[1:]]
             probe_locations.append("        }")

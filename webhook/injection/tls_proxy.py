@@ -18,7 +18,12 @@ from webhook.injection.workspace import Json, Workspace
 CONTAINER = "podpatterns-tls-proxy"
 VOLUME_TLS = "podpatterns-tls"
 VOLUME_CLIENT_CA = "podpatterns-client-ca"
-VOLUME_CONF = "podpatterns-tls-proxy-conf"
+CONF_ENV = "PODPATTERNS_NGINX_CONF"
+START_SCRIPT = (
+    f'printf "%s" "${CONF_ENV}" > {nginx_conf.TMP_DIR}/nginx.conf'
+    f" && exec nginx -e stderr -c {nginx_conf.TMP_DIR}/nginx.conf"
+)
+UNPRIVILEGED_PORT_SYSCTL = "net.ipv4.ip_unprivileged_port_start"
 VOLUME_TMP = "podpatterns-tls-proxy-tmp"
 PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
 HOOKS = ("postStart", "preStop")
@@ -191,33 +196,36 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
     app_port = _app_port(ws, keys.TLS_PROXY_APP_PORT, r.get(keys.TLS_PROXY_APP_PORT), number)
     if app_port is None or not ws.claim_container_name(keys.TLS_PROXY, CONTAINER):
         return
-    for volume in (VOLUME_TLS, VOLUME_CONF, VOLUME_TMP) + ((VOLUME_CLIENT_CA,) if client_ca else ()):
+    for volume in (VOLUME_TLS, VOLUME_TMP) + ((VOLUME_CLIENT_CA,) if client_ca else ()):
         if not ws.claim_volume_name(keys.TLS_PROXY, volume):
             return
     existing_env = {e.get("name") for e in target.get("env") or []}
-    clash = sorted(n for n, _ in env_extra if n in existing_env)
+    clash = sorted(n for n, _ in env_extra if n in existing_env or n.startswith("PODPATTERNS_APP_"))
     if clash:
         r.fail(
             keys.TLS_PROXY_APP_ENV,
             env_raw or "",
-            f"container {target.get('name')!r} already sets {', '.join(clash)}; set each variable in one place",
+            f"{', '.join(clash)}: already set on container {target.get('name')!r} or reserved "
+            "(PODPATTERNS_APP_* belong to the webhook); set each variable in one place",
         )
         return
+    if not _pod_can_bind(ws, number):
+        return
+    _warn_exec_checks(ws, number)
 
     open_paths = _rewrite_probes(ws, target, port, mtls=bool(client_ca), protocol=protocol)
     if r.errors:
         return
     ws.moved_ports[number] = app_port
 
-    # The app loses the port entry (nginx declares it now) and learns where to listen instead.
+    # The app keeps its port entry: a declaration only (the pod shares one network namespace), so Services
+    # and NetworkPolicies by name or number reach nginx, on every Kubernetes version. A named port on a
+    # native sidecar is not resolved by EndpointSlices before 1.32, so nginx declares none.
     app = ws.edit(target)
-    app["ports"] = [p for p in app.get("ports") or [] if p is not port]
-    if not app["ports"]:
-        del app["ports"]
     app["env"] = [
         {"name": "PODPATTERNS_APP_HOST", "value": "127.0.0.1"},
         {"name": "PODPATTERNS_APP_PORT", "value": str(app_port)},
-        *(e for e in app.get("env") or [] if e.get("name") not in ("PODPATTERNS_APP_HOST", "PODPATTERNS_APP_PORT")),
+        *app.get("env", []),
         *({"name": n, "value": v} for n, v in env_extra),
     ]
 
@@ -229,13 +237,11 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
         ipv6=config.tls_proxy.listen_ipv6,
         open_paths=tuple(open_paths),
     )
-    ws.added.annotations[keys.TLS_PROXY_NGINX_CONF] = nginx_conf.render(spec)
     if number < 1024:
         # nginx runs unprivileged; the "safe" sysctl lets it bind a low port without any capability.
-        ws.sysctls.append({"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"})
+        ws.sysctls.append({"name": UNPRIVILEGED_PORT_SYSCTL, "value": "0"})
     mounts = [
         {"mountPath": nginx_conf.TLS_DIR, "name": VOLUME_TLS, "readOnly": True},
-        {"mountPath": nginx_conf.CONF_DIR, "name": VOLUME_CONF, "readOnly": True},
         {"mountPath": nginx_conf.TMP_DIR, "name": VOLUME_TMP},
     ]
     if client_ca:
@@ -253,9 +259,11 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
         {
             "name": CONTAINER,
             "image": image,
-            # -e: errors to stderr from the first line, before the config is read (the root fs is read-only).
-            "command": ["nginx", "-e", "stderr", "-c", f"{nginx_conf.CONF_DIR}/nginx.conf"],
-            "ports": [port],
+            # The config travels in the container's env, which nobody can change after creation (an
+            # annotation could be edited with pods/patch). The script is a constant; -e: errors to stderr
+            # from the first line, as the root filesystem is read-only.
+            "command": ["sh", "-c", START_SCRIPT],
+            "env": [{"name": CONF_ENV, "value": nginx_conf.render(spec)}],
             "readinessProbe": check(5, 3),
             "startupProbe": check(1, 30),
             "resources": resources,
@@ -265,17 +273,6 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
     )
     ws.added.volumes += [
         {"name": VOLUME_TLS, "secret": {"secretName": secret}},
-        {
-            "name": VOLUME_CONF,
-            "downwardAPI": {
-                "items": [
-                    {
-                        "path": "nginx.conf",
-                        "fieldRef": {"fieldPath": f"metadata.annotations['{keys.TLS_PROXY_NGINX_CONF}']"},
-                    }
-                ]
-            },
-        },
         {"name": VOLUME_TMP, "emptyDir": {"sizeLimit": "64Mi"}},
     ]
     if client_ca:
@@ -285,3 +282,39 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
                 "secret": {"secretName": client_ca, "items": [{"key": "ca.crt", "path": "ca.crt"}]},
             }
         )
+
+
+def _pod_can_bind(ws: Workspace, number: int) -> bool:
+    """hostNetwork would put the app on the node's loopback, and net.* sysctls are refused there."""
+    tls_value = ws.annotations.get(keys.TLS_PROXY, "")
+    if ws.spec.get("hostNetwork"):
+        ws.reader.fail(
+            keys.TLS_PROXY,
+            tls_value,
+            "a hostNetwork pod cannot use the TLS proxy: the app's "
+            "localhost port would be the node's, and nginx could not bind a low port",
+        )
+        return False
+    for sysctl in (ws.spec.get("securityContext") or {}).get("sysctls") or []:
+        value = str(sysctl.get("value", ""))
+        if sysctl.get("name") == UNPRIVILEGED_PORT_SYSCTL and value.isdigit() and int(value) > number:
+            ws.reader.fail(
+                keys.TLS_PROXY,
+                tls_value,
+                f"the pod sets {UNPRIVILEGED_PORT_SYSCTL}={value}, so the unprivileged proxy could not bind "
+                f"port {number}",
+            )
+            return False
+    return True
+
+
+def _warn_exec_checks(ws: Workspace, number: int) -> None:
+    """exec probes run inside the container: one that calls the old port now reaches nginx, not the app."""
+    for container in ws.containers:
+        for field in PROBES:
+            command = ((container.get(field) or {}).get("exec") or {}).get("command") or []
+            if any(str(number) in str(part) for part in command):
+                ws.warnings.append(
+                    f"container {container.get('name')!r} {field} is an exec check that mentions "
+                    f"port {number}, which is now the TLS proxy: point it at $(PODPATTERNS_APP_PORT)"
+                )

@@ -17,7 +17,6 @@ from webhook.injection.annotations import AnnotationReader
 from webhook.injection.config import (
     DNS_LABEL,
     IMAGE_REF,
-    QUANTITY,
     RESOURCE_NAMES,
     InjectorConfig,
     Resources,
@@ -34,8 +33,29 @@ GIT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 DURATION = re.compile(r"^([0-9]{1,6})(s|m|h)?$")
 
 # Directories an emptyDir must never shadow (the container would lose its own files or its token).
-PROTECTED_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/sbin", "/sys", "/usr")
-PROTECTED_PREFIXES = ("/var/run/secrets", "/run/secrets", "/proc/", "/sys/", "/dev/")
+PROTECTED_DIRS = ("/", "/usr", "/usr/local", "/var", "/run", "/opt", "/home", "/root")
+PROTECTED_PREFIXES = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/sbin",
+    "/sys",
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/lib",
+    "/usr/libexec",
+    "/usr/local/bin",
+    "/usr/local/sbin",
+    "/usr/local/lib",
+    "/var/run/secrets",
+    "/run/secrets",
+)
 
 
 def port_number(r: AnnotationReader, key: str, value: str) -> int | None:
@@ -104,7 +124,7 @@ def abs_path(r: AnnotationReader, key: str, value: str, *, what: str = "path") -
 
 
 def mountable_dir(r: AnnotationReader, key: str, value: str, directory: str) -> bool:
-    if directory in PROTECTED_DIRS or any(directory.startswith(p) for p in PROTECTED_PREFIXES):
+    if directory in PROTECTED_DIRS or any(directory == p or directory.startswith(p + "/") for p in PROTECTED_PREFIXES):
         r.fail(key, value, f"cannot mount a volume at {directory}: it would hide the container's own files")
         return False
     return True
@@ -201,6 +221,14 @@ def image(r: AnnotationReader, key: str, value: str, config: InjectorConfig) -> 
     return value
 
 
+def _is_quantity(text: str) -> bool:
+    try:
+        parse_quantity(text)
+    except ValueError:
+        return False
+    return True
+
+
 def image_and_resources(
     r: AnnotationReader,
     config: InjectorConfig,
@@ -235,7 +263,7 @@ def resources(r: AnnotationReader, key: str, value: str, default: Resources) -> 
             r.fail(key, value, expected)
             return None
         for name, quantity in values.items():
-            if name not in RESOURCE_NAMES or not isinstance(quantity, str | int) or not QUANTITY.match(str(quantity)):
+            if name not in RESOURCE_NAMES or not isinstance(quantity, str | int) or not _is_quantity(str(quantity)):
                 r.fail(
                     key,
                     value,
