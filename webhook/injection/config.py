@@ -228,9 +228,23 @@ class Template(_Model):
             if not isinstance(image, str) or not IMAGE_REF.match(image):
                 raise ValueError(f"{where}.image: {image!r} is not an image reference")
             _check_restricted_security_context(where, container.get("securityContext") or {})
+            if any(p.get("hostPort") for p in container.get("ports") or []):
+                raise ValueError(f"{where}.ports: hostPort is not allowed (Pod Security 'restricted')")
             if "resources" in container:
                 Resources.model_validate(container["resources"])
         return value
+
+    @model_validator(mode="after")
+    def _mounts_have_volumes(self) -> Template:
+        names = {v["name"] for v in self.volumes}
+        for index, container in enumerate(self.containers):
+            for mount in container.get("volumeMounts") or []:
+                if mount.get("name") not in names:
+                    raise ValueError(
+                        f"containers[{index}].volumeMounts: volume {mount.get('name')!r} is not among the "
+                        "template's volumes (a template cannot know the pod's)"
+                    )
+        return self
 
     @field_validator("volumes")
     @classmethod
@@ -290,6 +304,15 @@ class InjectorConfig(_Model):
             for name in getattr(self, kind):
                 if not DNS_LABEL.match(name):
                     raise ValueError(f"{kind}: template name {name!r} is not a DNS label")
+        for name, template in self.init_templates.items():
+            for container in template.containers:
+                # The API server refuses probes and lifecycle hooks on init containers that run to completion.
+                bad = [k for k in ("livenessProbe", "readinessProbe", "startupProbe", "lifecycle") if k in container]
+                if bad:
+                    raise ValueError(
+                        f"initTemplates.{name}: {container['name']} has {', '.join(bad)}, which run-to-"
+                        "completion init containers cannot have (use a sidecar template)"
+                    )
         for name in self.exporters:
             if not DNS_LABEL.match(name):
                 raise ValueError(f"exporters: preset name {name!r} is not a DNS label")

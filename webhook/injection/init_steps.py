@@ -163,12 +163,30 @@ def _from_templates(ws: Workspace, key: str, templates: dict[str, Template], def
                 return []
             if not ws.claim_container_name(key, container["name"]):
                 return []
+            if not _ports_free(ws, key, raw, container, containers):
+                return []
             built = harden(copy.deepcopy(container), default_user)
             built.setdefault(
                 "resources", {"limits": {"cpu": "100m", "memory": "64Mi"}, "requests": {"cpu": "10m", "memory": "16Mi"}}
             )
             containers.append(built)
     return containers
+
+
+def _ports_free(ws: Workspace, key: str, raw: str, container: Json, pending: list[Json]) -> bool:
+    """A template's ports must not collide with the pod's: one network namespace, one name per port."""
+    used = ws.used_ports() | {p.get("containerPort") for c in pending for p in c.get("ports") or []}
+    names = {p.get("name") for c in ws.containers + ws.added.sidecars + pending for p in c.get("ports") or []}
+    for port in container.get("ports") or []:
+        if port.get("containerPort") in used or (port.get("name") and port.get("name") in names):
+            ws.reader.fail(
+                key,
+                raw,
+                f"template container {container['name']!r} port "
+                f"{port.get('name') or port.get('containerPort')} is already used in this pod",
+            )
+            return False
+    return True
 
 
 def apply_init_templates(ws: Workspace, config: InjectorConfig) -> None:
