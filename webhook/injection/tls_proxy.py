@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import orjson
+
 from webhook.injection import annotations as keys
 from webhook.injection import nginx_conf, values
 from webhook.injection.config import InjectorConfig
@@ -214,6 +216,7 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
     _warn_exec_checks(ws, number)
 
     open_paths = _rewrite_probes(ws, target, port, mtls=bool(client_ca), protocol=protocol)
+    _rewrite_mesh_probers(ws, number)
     if r.errors:
         return
     ws.moved_ports[number] = app_port
@@ -282,6 +285,37 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
                 "secret": {"secretName": client_ca, "items": [{"key": "ca.crt", "path": "ca.crt"}]},
             }
         )
+
+
+MESH_PROBERS_ENV = "ISTIO_KUBE_APP_PROBERS"
+
+
+def _rewrite_mesh_probers(ws: Workspace, number: int) -> None:
+    """Istio (injected before us: webhooks run in name order) moved the app's probes into its agent, which
+    probes the app port itself over plain HTTP: that port is nginx's now, so the agent must speak HTTPS."""
+    for container in ws.containers + ws.init_containers:
+        env = container.get("env") or []
+        for index, var in enumerate(env):
+            if var.get("name") != MESH_PROBERS_ENV or not isinstance(var.get("value"), str):
+                continue
+            try:
+                probers = orjson.loads(var["value"])
+            except orjson.JSONDecodeError:
+                continue
+            changed = False
+            for prober in probers.values() if isinstance(probers, dict) else []:
+                http_get = prober.get("httpGet") if isinstance(prober, dict) else None
+                if isinstance(http_get, dict) and http_get.get("port") == number:
+                    http_get["scheme"] = "HTTPS"
+                    changed = True
+            if changed:
+                new_env = list(env)
+                new_env[index] = {**var, "value": orjson.dumps(probers).decode()}
+                ws.edit(container)["env"] = new_env
+                ws.warnings.append(
+                    f"container {container.get('name')!r}: the mesh agent's app probes of port "
+                    f"{number} now use HTTPS through the TLS proxy"
+                )
 
 
 def _pod_can_bind(ws: Workspace, number: int) -> bool:
