@@ -98,7 +98,8 @@ VARIANTS: dict[str, Doc] = {
         "certificates": {"mode": "existing", "existing": {k: v for k, v in EXISTING.items() if k != "mode"}}
     },
     "hpa": {"autoscaling": {"enabled": True}},
-    "match-conditions": {"webhook": {"matchConditions": {"enabled": True}}},
+    "no-match-conditions": {"webhook": {"matchConditions": {"enabled": False}}},
+    "classic-sidecars": {"injector": {"nativeSidecars": False}},
     "vap": {"validatingAdmissionPolicy": {"enabled": True}, "webhook": {"failurePolicy": "Ignore"}},
     "everything-on": {
         "certificates": {"mode": "cert-manager"},
@@ -295,8 +296,20 @@ def test_strict_validation_is_not_a_no_op() -> None:
         ({"certificates": {"mode": "self-signed"}}, "mode"),
         ({"injector": {"tlsproxy": {"image": "nginx"}}}, "tlsproxy"),  # camelCase typo
         ({"injector": {"tlsProxy": {"runAsUser": 0}}}, "runAsUser"),
+        ({"podDisruptionBudget": {"maxUnavailable": 0}}, "maxUnavailable"),  # would block every drain
+        ({"podDisruptionBudget": {"maxUnavailable": "0%"}}, "maxUnavailable"),
     ],
-    ids=["top-level-typo", "failure-policy", "timeout", "unknown-webhook-key", "cert-mode", "injector-typo", "root"],
+    ids=[
+        "top-level-typo",
+        "failure-policy",
+        "timeout",
+        "unknown-webhook-key",
+        "cert-mode",
+        "injector-typo",
+        "root",
+        "pdb-zero",
+        "pdb-zero-percent",
+    ],
 )
 def test_values_the_schema_does_not_allow_are_rejected(values: Doc, message: str, tmp_path: Path) -> None:
     for command in ("template", "lint"):
@@ -400,8 +413,8 @@ def test_pod_labels_cannot_remove_the_webhooks_own_opt_out(tmp_path: Path) -> No
 
 
 def test_match_conditions_send_only_pods_with_a_podpatterns_annotation(render: Callable[..., list[Doc]]) -> None:
-    assert "matchConditions" not in webhook_of(render("helm-certs"))
-    (condition,) = webhook_of(render("match-conditions"))["matchConditions"]
+    assert "matchConditions" not in webhook_of(render("no-match-conditions"))
+    (condition,) = webhook_of(render("helm-certs"))["matchConditions"]  # on by default
     assert condition["expression"] == (
         "has(object.metadata.annotations) && object.metadata.annotations.exists(k, k.startsWith('podpatterns.io/'))"
     )
@@ -440,7 +453,8 @@ def test_helm_mode_generates_a_serving_certificate_for_every_service_name(render
     key = serialization.load_pem_private_key(base64.b64decode(serving["data"]["tls.key"]), password=None)
     assert key.public_key().public_numbers() == leaf.public_key().public_numbers()  # type: ignore[union-attr]
     lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
-    assert datetime.timedelta(days=360) < lifetime <= datetime.timedelta(days=366)
+    # As long as the CA: an expired leaf would block pod creation (renewing leaves is cert-manager's job).
+    assert datetime.timedelta(days=3640) < lifetime <= datetime.timedelta(days=3651)
 
 
 def test_helm_mode_ca_bundle_is_the_ca_that_signed_the_serving_certificate(render: Callable[..., list[Doc]]) -> None:
@@ -876,7 +890,7 @@ def vap_denies(policy: Doc, pod: Doc) -> bool:
 def test_match_condition_sends_exactly_the_pods_with_a_podpatterns_annotation(
     pod: Doc, sent: bool, render: Callable[..., list[Doc]]
 ) -> None:
-    (condition,) = webhook_of(render("match-conditions"))["matchConditions"]
+    (condition,) = webhook_of(render("helm-certs"))["matchConditions"]
     assert cel(condition["expression"], pod) is sent
 
 
@@ -938,3 +952,11 @@ def test_notes_warn_when_failing_open_without_the_policy(tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stderr
     assert "WARNING: webhook.failurePolicy is Ignore" in result.stdout.split("NOTES:", 1)[1]
+
+
+def test_injector_config_changes_roll_the_pods(render: Callable[..., list[Doc]]) -> None:
+    def checksum(variant: str) -> str:
+        deployment = one(render(variant), "Deployment")
+        return deployment["spec"]["template"]["metadata"]["annotations"]["checksum/injector-config"]
+
+    assert checksum("helm-certs") != checksum("classic-sidecars")
