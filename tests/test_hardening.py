@@ -193,3 +193,30 @@ def test_config_reload_under_load_fails_no_request(tmp_path: Path, dev_certs: Ce
     assert "podpatterns_config_reloads_total 2.0" in metrics
     log = [json.loads(line) for line in (tmp_path / "log").read_text().splitlines() if line.startswith("{")]
     assert any(e["msg"].startswith("injector config reload failed") and "nativeSidecars" in e["error"] for e in log)
+
+
+def test_a_large_review_written_in_one_go_is_not_mistaken_for_a_huge_head(strict_server: Server) -> None:
+    """The API server writes head and body together: a body read with the head must not count as head."""
+    pod = {
+        "metadata": {"name": "big", "annotations": {"podpatterns.io/log-tail": "/var/log/app/a.log"}},
+        "spec": {
+            "containers": [
+                {"name": "a", "image": "b", "env": [{"name": f"E{i:05d}", "value": "v" * 40} for i in range(6000)]}
+            ]
+        },
+    }
+    body = json.dumps(review_for(pod)).encode()
+    assert len(body) > 300_000
+    head = (
+        b"POST /mutate?timeout=10s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
+    for _ in range(5):
+        with tls_socket(strict_server) as sock:
+            sock.sendall(head + body)
+            response = b""
+            while b"\r\n\r\n" not in response:
+                chunk = sock.recv(65536)
+                assert chunk, "the server closed the connection"
+                response += chunk
+        assert response.startswith(b"HTTP/1.1 200")
