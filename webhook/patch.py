@@ -15,7 +15,9 @@ Op = dict[str, Any]
 
 def escape(token: str) -> str:
     """RFC 6901: `~` and `/` inside a key (annotation keys have `/`)."""
-    return token.replace("~", "~0").replace("/", "~1")
+    if "~" in token or "/" in token:
+        return token.replace("~", "~0").replace("/", "~1")
+    return token
 
 
 def make_patch(old: Any, new: Any) -> list[Op]:
@@ -34,7 +36,7 @@ def _diff(old: Any, new: Any, path: str, ops: list[Op]) -> None:
         for key, value in new.items():
             if key not in old:
                 ops.append({"op": "add", "path": f"{path}/{escape(key)}", "value": value})
-            else:
+            elif old[key] is not value:  # shared with the input: nothing to compare
                 _diff(old[key], value, f"{path}/{escape(key)}", ops)
     elif isinstance(old, list) and isinstance(new, list):
         _diff_list(old, new, path, ops)
@@ -56,7 +58,8 @@ def _diff_list(old: list[Any], new: list[Any], path: str, ops: list[Op]) -> None
     j = 0
     for i, item in enumerate(new):
         if j < len(old) and _same_item(old[j], item):
-            _diff(old[j], item, f"{path}/{i}", pending)
+            if old[j] is not item:
+                _diff(old[j], item, f"{path}/{i}", pending)
             j += 1
         else:
             pending.append({"op": "add", "path": f"{path}/{i}", "value": item})

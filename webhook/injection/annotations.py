@@ -6,6 +6,7 @@ one line; keep the two in step (tests/test_readme.py checks that every key here 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from webhook.injection.errors import AnnotationError
@@ -95,6 +96,8 @@ OPTION_OF: dict[str, str] = {
 
 KNOWN_KEYS = frozenset({INJECT, STATUS, NATIVE_SIDECARS, *FEATURE_KEYS, *OPTION_OF})
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 # Longer values than this are refused before any parsing: nothing legitimate needs them.
 MAX_VALUE_LENGTH = 4096
 
@@ -116,7 +119,7 @@ class AnnotationReader:
         if len(value) > MAX_VALUE_LENGTH:
             self.fail(key, value, f"is longer than {MAX_VALUE_LENGTH} characters")
             return None
-        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        if _CONTROL.search(value):
             self.fail(key, value, "must not contain control characters (newlines, tabs, NUL)")
             return None
         return value.strip()
