@@ -9,9 +9,7 @@ import base64
 import json
 from pathlib import Path
 
-import pytest
-
-from bench import loadgen, report, workloads
+from bench import report, workloads
 from bench.run import Bench, Plan, check_answer
 
 
@@ -51,7 +49,6 @@ def test_core_answers_every_workload() -> None:
             assert json.loads(base64.b64decode(answer["response"]["patch"]))
 
 
-@pytest.mark.skipif(not loadgen.wrk_path(), reason="wrk is not installed (apt-get install wrk)")
 def test_short_measurement_against_our_server(tmp_path: Path) -> None:
     bench = Bench(Plan.make(quick=True, two_workers=False), tmp_path, pin=False)
     bench.setup()
