@@ -289,34 +289,6 @@ CASES += [
         P + "log-tail-resources",
         "quantity",
     ),
-    (
-        "log-csi-volume",
-        pod(
-            {P + "log-tail": "/mnt/secrets/db-password"},
-            volumes=[{"name": "kv", "csi": {"driver": "secrets-store.csi.k8s.io"}}],
-            volumeMounts=[{"name": "kv", "mountPath": "/mnt/secrets"}],
-        ),
-        P + "log-tail",
-        "csi",
-    ),
-    (
-        "log-subpathexpr",
-        pod(
-            {P + "log-tail": "/logs/app.log"},
-            volumes=[{"name": "l", "emptyDir": {}}],
-            volumeMounts=[{"name": "l", "mountPath": "/logs", "subPathExpr": "$(POD_NAME)"}],
-        ),
-        P + "log-tail",
-        "subPathExpr",
-    ),
-    (
-        "git-path-trust-store",
-        pod({P + "init-git-clone": "https://example.com/r.git", P + "init-git-clone-path": "/etc/ssl/certs"}),
-        P + "init-git-clone-path",
-        "hide",
-    ),
-    ("log-usr-local-bin", pod({P + "log-tail": "/usr/local/bin/app.log"}), P + "log-tail", "hide"),
-    ("status-malformed-list", pod({P + "status": '{"containers": 5}'}), P + "status", "malformed"),
 ]
 
 
