@@ -76,6 +76,7 @@ FACTORIES = {"floor": "bench.refs:floor_factory", "fastapi": "bench.ref_fastapi:
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
+    from webhook.cli import UVICORN_OPTIONS
     from webhook.tls import context_factory
 
     parser = argparse.ArgumentParser(prog="python -m bench.refs")
@@ -90,18 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     uvicorn.run(
         FACTORIES[args.app],
         limit_concurrency=1000,
-        timeout_keep_alive=120,
-        factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
         ssl_certfile=args.tls_cert,
         ssl_keyfile=args.tls_key,
         ssl_context_factory=context_factory,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=20,
+        **UVICORN_OPTIONS,
     )
     return 0
 

@@ -40,10 +40,9 @@ import kubernetes_validate
 import pytest
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
+from webhook.certs import generate_ca
 from webhook.injection.config import InjectorConfig, parse_config
 from webhook.injection.inject import inject
 
@@ -69,20 +68,7 @@ Doc = dict[str, Any]
 
 def _self_signed_ca_pem() -> str:
     """A throwaway CA for certificates.mode=existing (only its certificate goes into values)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "podpatterns-test-ca")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    _key, cert = generate_ca("podpatterns-test-ca", days=1)
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 

@@ -7,6 +7,7 @@ import os
 import ssl
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -62,6 +63,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# uvicorn settings shared by `serve` and the benchmark's reference servers, so both run alike.
+UVICORN_OPTIONS: dict[str, Any] = {
+    "factory": True,
+    # Longer than Go's 90 s idle timeout, so the API server closes idle connections first and never
+    # sends a review on a connection we are closing.
+    "timeout_keep_alive": 120,
+    "log_level": "warning",
+    "access_log": False,
+    "server_header": False,
+    "timeout_graceful_shutdown": 20,
+}
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -114,20 +128,13 @@ def run_serve(args: argparse.Namespace) -> int:
         "webhook.app:app_from_env",
         http=GuardedHttpProtocol,
         limit_concurrency=args.max_connections,
-        # Longer than Go's 90 s idle timeout, so the API server closes idle connections first and never
-        # sends a review on a connection we are closing.
-        timeout_keep_alive=120,
-        factory=True,
         host=host,
         port=args.port,
         workers=args.workers,
         ssl_certfile=cert,
         ssl_keyfile=key,
         ssl_context_factory=context_factory,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=20,
+        **UVICORN_OPTIONS,
     )
     return 0
 
