@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -58,6 +59,18 @@ def closed_within(sock: ssl.SSLSocket, seconds: float) -> bool:
         return False
 
 
+def read_status(reader: Any) -> int:
+    """Read one whole HTTP/1.1 response (with Content-Length) and return its status."""
+    status = int(reader.readline().split()[1])
+    length = 0
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    reader.read(length)
+    return status
+
+
 def test_an_idle_connection_that_sends_nothing_is_closed(strict_server: Server) -> None:
     with tls_socket(strict_server) as sock:
         assert closed_within(sock, READ_TIMEOUT + 3)
@@ -88,6 +101,25 @@ def test_a_stalled_body_is_cut_off(strict_server: Server) -> None:
             b'Content-Length: 1000\r\n\r\n{"apiVersion":'
         )
         assert closed_within(sock, READ_TIMEOUT + 3)
+
+
+def test_each_request_on_a_kept_alive_connection_gets_its_own_read_deadline(strict_server: Server) -> None:
+    """The guard's timer is per connection: a request that began after it was set is timed from its start."""
+    body = json.dumps(shared_review("deployment-elasticsearch.json")).encode()
+    head = f"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    with tls_socket(strict_server) as sock:
+        reader = sock.makefile("rb")
+        sock.sendall(head.encode() + body)
+        assert read_status(reader) == 200
+        time.sleep(0.7 * READ_TIMEOUT)
+        sock.sendall(head.encode())  # the second request begins before the first's deadline passes ...
+        time.sleep(0.6 * READ_TIMEOUT)  # ... and is still within its own when that deadline passes
+        sock.sendall(body)
+        assert read_status(reader) == 200, "a request within its own deadline was cut"
+        sock.sendall(head.encode() + body[:10])  # a third request that stalls is still cut off
+        started = time.monotonic()
+        assert closed_within(sock, READ_TIMEOUT + 3)
+        assert time.monotonic() - started > 0.5 * READ_TIMEOUT
 
 
 def test_a_huge_request_head_is_refused(strict_server: Server) -> None:

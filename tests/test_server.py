@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -209,6 +210,10 @@ def test_certificate_rotation_under_load_fails_no_request(tmp_path: Path) -> Non
             worker.join()
         assert _served_serial(server) == cert.serial_number != before
         assert len(results) > 20 and set(results) == {200}
+        with server.client() as c:
+            metrics = c.get("/metrics").text
+        reloaded = re.search(r'^podpatterns_tls_cert_reloads_total\{result="success"\} (\S+)$', metrics, re.M)
+        assert reloaded and float(reloaded.group(1)) >= 1, metrics
     finally:
         stop_server(server)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from webhook.injection import InjectorConfig, InvalidAnnotations, inject
+from webhook.injection import NOTHING_ASKED, InjectorConfig, InvalidAnnotations, inject
 from webhook.patch import make_patch
 
 API_VERSION = "admission.k8s.io/v1"
@@ -39,6 +39,9 @@ class Decision:
     warnings: list[str] = field(default_factory=list)
     dry_run: bool = False
     started: float = field(default_factory=time.perf_counter)
+    # A pod that carries none of our annotations: logged at debug (the metrics still count it), as
+    # Istio logs the pods it skips; with the chart's matchConditions such pods never reach us anyway.
+    quiet: bool = False
 
     def log_fields(self) -> dict[str, Any]:
         return {
@@ -123,6 +126,7 @@ def review(body: Any, config: InjectorConfig, decision: Decision) -> dict[str, A
         return denied(uid, f"podpatterns failed unexpectedly ({type(exc).__name__}); see the webhook's log", 500)
     decision.reason, decision.injected = result.reason, result.injected
     decision.warnings = list(result.warnings)
+    decision.quiet = result.reason == NOTHING_ASKED and not result.warnings
     if not result.changed:
         return allowed(uid, decision.warnings)
     decision.result = "patched"

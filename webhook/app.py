@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gzip
 import io
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -195,7 +196,9 @@ class MutateEndpoint:
             return _error(400, str(exc))
         metrics.count_review(decision.result, decision.injected, time.perf_counter() - started)
         if decision.operation == "CREATE" or decision.result != "allowed":
-            logs.info_fields(self.log, "admission decision", decision.log_fields())
+            level = logging.DEBUG if decision.quiet else logging.INFO
+            if self.log.isEnabledFor(level):
+                logs.write_fields(self.log, level, "admission decision", decision.log_fields())
         return 200, orjson.dumps(answer)
 
 

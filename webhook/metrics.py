@@ -2,31 +2,84 @@
 
 from __future__ import annotations
 
-from typing import Any
+import bisect
+from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from webhook import tls
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+RESULTS = ("allowed", "patched", "denied", "error")
+
+
+class ReviewCounts(Collector):
+    """What every answered review counts, kept as plain numbers and exported when scraped.
+
+    prometheus_client's Counter and Histogram take a lock on every increment: about 3 µs a review for
+    four series, a tenth of a whole no-op review. Reviews are counted on the event loop's thread and
+    /metrics is an async endpoint on that same thread, so nothing here is shared between threads.
+    """
+
+    def __init__(self) -> None:
+        self.results = dict.fromkeys(RESULTS, 0)
+        self.features: dict[str, int] = {}
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket, not cumulative; the last is +Inf
+        self.seconds = 0.0
+
+    def count(self, result: str, injected: tuple[str, ...], seconds: float) -> None:
+        self.results[result] = self.results.get(result, 0) + 1
+        for feature in injected:
+            self.features[feature] = self.features.get(feature, 0) + 1
+        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.seconds += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        reviews = CounterMetricFamily(
+            "podpatterns_admission_reviews", "Admission reviews answered, by result", labels=["result"]
+        )
+        for result, n in self.results.items():
+            reviews.add_metric([result], n)
+        yield reviews
+        injections = CounterMetricFamily("podpatterns_injections", "Pods injected, by feature", labels=["feature"])
+        for feature, n in sorted(self.features.items()):
+            injections.add_metric([feature], n)
+        yield injections
+        yield CounterMetricFamily(
+            "podpatterns_denials", "Pods denied for invalid annotations", value=self.results["denied"]
+        )
+        cumulative, total = [], 0
+        for bound, n in zip((*map(str, LATENCY_BUCKETS), "+Inf"), self.buckets, strict=True):
+            total += n
+            cumulative.append((bound, total))
+        latency = HistogramMetricFamily(
+            "podpatterns_admission_duration_seconds", "Time to answer one review (server side)"
+        )
+        latency.add_metric([], cumulative, self.seconds)
+        yield latency
+
+
+class CertReloads(Collector):
+    def collect(self) -> Iterator[Metric]:
+        reloads = CounterMetricFamily(
+            "podpatterns_tls_cert_reloads", "Serving certificate reloads, by result", labels=["result"]
+        )
+        for result, n in tls.RELOADS.items():
+            reloads.add_metric([result], n)
+        yield reloads
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.reviews = Counter(
-            "podpatterns_admission_reviews", "Admission reviews answered, by result", ["result"], registry=self.registry
-        )
-        self.injections = Counter(
-            "podpatterns_injections", "Pods injected, by feature", ["feature"], registry=self.registry
-        )
-        self.denials = Counter("podpatterns_denials", "Pods denied for invalid annotations", registry=self.registry)
+        self.reviews = ReviewCounts()
+        self.registry.register(self.reviews)
         self.malformed = Counter(
             "podpatterns_malformed_requests",
             "Requests answered with HTTP 4xx, by status",
             ["status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "podpatterns_admission_duration_seconds",
-            "Time to answer one review (server side)",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=self.registry,
         )
         self.config_reload_failures = Counter(
@@ -42,24 +95,8 @@ class Metrics:
             "1 if the last config load succeeded, else 0",
             registry=self.registry,
         )
-        self.cert_reloads = Counter(
-            "podpatterns_tls_cert_reloads", "Serving certificate reloads, by result", ["result"], registry=self.registry
-        )
-        # labels() looks the child up under a lock on every call; the children never change, so keep them.
-        self._reviews: dict[str, Any] = {}
-        self._injections: dict[str, Any] = {}
+        self.registry.register(CertReloads())
 
     def count_review(self, result: str, injected: tuple[str, ...], seconds: float) -> None:
         """Everything one answered review counts (the hot path: one call per review)."""
-        child = self._reviews.get(result)
-        if child is None:
-            child = self._reviews[result] = self.reviews.labels(result)
-        child.inc()
-        for feature in injected:
-            child = self._injections.get(feature)
-            if child is None:
-                child = self._injections[feature] = self.injections.labels(feature)
-            child.inc()
-        if result == "denied":
-            self.denials.inc()
-        self.latency.observe(seconds)
+        self.reviews.count(result, injected, seconds)

@@ -26,17 +26,22 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # One timer per connection, checked when it fires rather than re-armed for every request: a
+        # timer per request cost more than the rest of the guard on a review that needs no change.
         self._deadline: asyncio.TimerHandle | None = None
+        self._started: float | None = None  # loop time of the current request's first byte; None between
         self._head_bytes = 0
         self._in_head = True
         self._tail = b""  # the last bytes of the previous read, to find a head end split across reads
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm()  # a connection that never completes a request is closed too
+        self._begin()  # a connection that never completes a request is closed too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -55,27 +60,33 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head, self._head_bytes, self._tail = True, 0, b""
-        if self._deadline is None:
-            self._arm()
+        if self._started is None:
+            self._begin()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._started = None
         super().on_message_complete()
 
-    def _arm(self) -> None:
-        self._deadline = self.loop.call_later(self.read_timeout, self._close, "request not received in time")
+    def _begin(self) -> None:
+        self._started = self.loop.time()
+        if self._deadline is None:
+            self._deadline = self.loop.call_at(self._started + self.read_timeout, self._check)
 
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+    def _check(self) -> None:
+        self._deadline = None
+        if self._started is None:
+            return  # between requests: uvicorn's keep-alive timeout governs; the next request re-arms
+        due = self._started + self.read_timeout
+        if self.loop.time() >= due:
+            self._close("request not received in time")
+        else:  # this request began after the timer was set: wait for its own deadline
+            self._deadline = self.loop.call_at(due, self._check)
 
     def _close(self, reason: str) -> None:
-        self._deadline = None
         if not self.transport.is_closing():
             self.logger.debug("closing connection: %s", reason)
             self.transport.close()

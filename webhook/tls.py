@@ -19,6 +19,10 @@ from webhook import logs
 # TLS 1.2 with forward-secret AEAD suites (TLS 1.3 suites are always on and all modern).
 CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
+# Reloads of this process, by result, for /metrics: the reloader starts (in uvicorn's context factory)
+# before the app and its metrics exist, so it counts here and the metrics read from here.
+RELOADS: dict[str, int] = {"success": 0, "failure": 0}
+
 
 def server_context(cert: str | Path, key: str | Path) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -75,6 +79,7 @@ class CertReloader:
             self.signature = signature
             logs.get().info("TLS certificate reloaded", extra={"fields": {"cert": str(self.cert)}})
             ok = True
+        RELOADS["success" if ok else "failure"] += 1
         if self.on_reload:
             self.on_reload(ok)
         return ok

@@ -2,9 +2,10 @@
 
 from webhook.injection.config import InjectorConfig, load_config, parse_config
 from webhook.injection.errors import ConfigError, InjectionError, InvalidAnnotations
-from webhook.injection.inject import Result, inject
+from webhook.injection.inject import NOTHING_ASKED, Result, inject
 
 __all__ = [
+    "NOTHING_ASKED",
     "ConfigError",
     "InjectionError",
     "InjectorConfig",

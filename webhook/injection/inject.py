@@ -41,6 +41,9 @@ FEATURES: tuple[tuple[str, Feature], ...] = (
 )
 
 
+NOTHING_ASKED = "no podpatterns annotation"
+
+
 @dataclass(frozen=True)
 class Result:
     pod: Json  # the input object itself when nothing changes
@@ -54,15 +57,15 @@ class Result:
         return bool(self.injected)
 
 
-def _annotations(pod: Json) -> dict[str, str]:
-    metadata = pod.get("metadata") or {}
+def _annotations(metadata: Json) -> dict[str, str]:
     found = metadata.get("annotations") or {}
     return found if isinstance(found, dict) else {}
 
 
-def opted_out(pod: Json) -> bool:
-    labels = (pod.get("metadata") or {}).get("labels") or {}
-    return "false" in (str(_annotations(pod).get(keys.INJECT, "")).lower(), str(labels.get(keys.INJECT, "")).lower())
+def _opted_out(metadata: Json, annotations: dict[str, str]) -> bool:
+    labels = metadata.get("labels")
+    labels = labels if isinstance(labels, dict) else {}
+    return "false" in (str(annotations.get(keys.INJECT, "")).lower(), str(labels.get(keys.INJECT, "")).lower())
 
 
 def _check_status(pod: Json, raw: str) -> Result:
@@ -112,13 +115,17 @@ def _warnings_for_keys(annotations: dict[str, str]) -> list[str]:
 
 def inject(pod: Json, config: InjectorConfig) -> Result:
     """Inject what the pod's annotations ask for. Raises InvalidAnnotations listing every problem."""
-    annotations = _annotations(pod)
-    if opted_out(pod):
+    metadata = pod.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    annotations = _annotations(metadata)
+    if _opted_out(metadata, annotations):
         return Result(pod=pod, reason="opted out")
+    if not any(key.startswith(keys.PREFIX) for key in annotations):
+        return Result(pod=pod, reason=NOTHING_ASKED)  # most pods: no key of ours, nothing to warn about
     if keys.STATUS in annotations:
         return _check_status(pod, str(annotations[keys.STATUS]))
     if not keys.wants_injection(annotations):
-        return Result(pod=pod, reason="no podpatterns annotation", warnings=tuple(_warnings_for_keys(annotations)))
+        return Result(pod=pod, reason=NOTHING_ASKED, warnings=tuple(_warnings_for_keys(annotations)))
 
     reader = AnnotationReader(annotations)
     if keys.INJECT in annotations:
