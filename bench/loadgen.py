@@ -84,6 +84,7 @@ def run(
     threads: int = 1,
     rate: float = 0.0,
     expect: str = '"allowed":true',
+    vary: str | None = None,
     cpus: set[int] | None = None,
     log: Path | None = None,
 ) -> Run:
@@ -104,6 +105,7 @@ def run(
         "BENCH_RATE": str(rate or 0),
         "BENCH_THREADS": str(threads),
         "BENCH_OUT": str(out),
+        "BENCH_VARY": vary or "",
     }
     args = [path, "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s"]
     args += ["-s", str(SCRIPT), url]

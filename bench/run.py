@@ -141,8 +141,8 @@ class Bench:
     ) -> dict[str, Any]:
         """One wrk run against one server, with the server's and the machine's CPU around it."""
         bodies = [self.bodies[n] for n in names]
+        wl = self.workload(names[0])
         if expect is None:
-            wl = self.workload(names[0])
             expect = wl.expect(server.kind == "ours")
         gen_cpus = {0} if self.pin and server.workers == 1 else None
         cpu0, (busy0, steal0) = server.cpu(), _cpu_times()
@@ -153,6 +153,7 @@ class Bench:
             connections=connections,
             rate=rate,
             expect=expect,
+            vary=next((v for v in (self.workload(n).vary for n in names) if v), None),
             cpus=gen_cpus,
             log=self.log,
         )
@@ -240,7 +241,9 @@ class Bench:
     def leak_check(self, server: servers.Server, usable: list[str], rps_estimate: float) -> dict[str, Any]:
         """RSS of the worker, sampled twice a second, while `leak_reviews` reviews of a realistic mix go
         through one set of keep-alive connections (as the API server keeps them)."""
-        weights = {"typical": 6, "small": 2, "noop": 1, "large-20c": 1}
+        # Half the typical pods are replicas of one template, half all different: the answer cache fills
+        # to its bounds and churns, as under a DaemonSet's rollout.
+        weights = {"typical": 3, "typical-distinct": 3, "small": 2, "noop": 1, "large-20c": 1}
         mix = [n for n, k in weights.items() if n in usable for _ in range(k)] * 10  # 100 per cycle
         if "large-env" in usable:
             mix[50] = "large-env"  # 1 in 100 is the 1,500-env-var pod

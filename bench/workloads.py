@@ -34,6 +34,9 @@ class Workload:
     description: str
     body: bytes  # compact JSON, as sent on the wire
     injects: bool  # our webhook answers with a JSON patch (else: allowed, no patch)
+    # A marker in the body that the load generator replaces with a number of its length on every request,
+    # so that no two requests carry the same pod (the answer cache never hits).
+    vary: str | None = None
 
     @property
     def size(self) -> int:
@@ -83,6 +86,22 @@ def typical() -> Workload:
         "Elasticsearch Deployment pod: TLS proxy + exporter + log tailer (recorded)",
         encode(fixture("deployment-elasticsearch.json")),
         True,
+    )
+
+
+VARY_MARKER = "BENCHSEQ0000000000"  # a valid label value, and so is any 18-digit number put in its place
+
+
+def typical_distinct() -> Workload:
+    """The typical pod with a label that differs on every request, as a DaemonSet's pods differ."""
+    review = fixture("deployment-elasticsearch.json")
+    review["request"]["object"]["metadata"]["labels"]["bench-seq"] = VARY_MARKER
+    return Workload(
+        "typical-distinct",
+        "the typical pod, each request a different pod (a label that differs), so never answered from the cache",
+        encode(review),
+        True,
+        vary=VARY_MARKER,
     )
 
 
@@ -189,7 +208,7 @@ SIZES_QUICK = [1 << 10, 1 << 14, 1 << 17, 1 << 20]
 
 
 def standard() -> list[Workload]:
-    return [small(), typical(), large_env(), large_containers(20), noop()]
+    return [small(), typical(), typical_distinct(), large_env(), large_containers(20), noop()]
 
 
 def sweep(sizes: list[int]) -> list[Workload]:

@@ -7,6 +7,8 @@
 --   BENCH_RATE     offered requests/s over all threads; 0 or unset = closed loop, as fast as answered
 --   BENCH_THREADS  wrk's -t (the rate is split over threads)
 --   BENCH_OUT      where done() writes its JSON summary
+--   BENCH_VARY     a marker in the (one) body: every request gets its own number of the marker's length
+--                  there (the thread's index, then a counter), so no two requests carry the same pod
 --
 -- Fixed rate: each thread has a schedule of send slots (one every threads/rate ms); every connection
 -- that is free claims the next slot and waits for it (wrk's delay(), rounded to whole ms, so arrivals
@@ -52,17 +54,31 @@ wrk.headers["Accept"] = "application/json, */*"
 wrk.headers["User-Agent"] = "kube-apiserver-admission"
 
 local files = split(os.getenv("BENCH_BODIES"))
-if #files == 1 then
-  wrk.body = read_file(files[1]) -- one body: wrk builds the request once (static)
-elseif #files > 1 then
-  local requests = {}
-  for i, path in ipairs(files) do
-    requests[i] = wrk.format(nil, nil, nil, read_file(path))
+local vary = os.getenv("BENCH_VARY") or ""
+local varies = false
+local parts = {} -- per body: a ready request, or the text before and after the marker
+for i, path in ipairs(files) do
+  local body = read_file(path)
+  local at = vary ~= "" and string.find(body, vary, 1, true) or nil
+  if at then
+    parts[i] = { string.sub(body, 1, at - 1), string.sub(body, at + #vary) }
+    varies = true
+  else
+    parts[i] = wrk.format(nil, nil, nil, body)
   end
+end
+if #files == 1 and not varies then
+  wrk.body = read_file(files[1]) -- one body: wrk builds the request once (static)
+elseif #files > 0 then
+  local digits = "%02d%0" .. math.max(#vary - 2, 1) .. "d"
   local n = 0
   function request()
     n = n + 1
-    return requests[(n - 1) % #requests + 1]
+    local part = parts[(n - 1) % #parts + 1]
+    if type(part) == "string" then
+      return part
+    end
+    return wrk.format(nil, nil, nil, part[1] .. string.format(digits, thread_index or 0, n) .. part[2])
   end
 end
 
@@ -104,6 +120,7 @@ local threads = {}
 
 function setup(thread)
   threads[#threads + 1] = thread
+  thread:set("thread_index", #threads)
 end
 
 function done(summary, latency, requests)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from tests.helpers import review_for, validate_pod
 from webhook import admission
+from webhook.answer_cache import AnswerCache
 from webhook.injection import InjectorConfig, inject
 from webhook.injection import annotations as keys
 
@@ -108,9 +109,20 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
     return pod
 
 
+CACHE = AnswerCache()
+
+
 def answer_for(pod: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     review = review_for(pod)
     answer = admission.review(review, CONFIG, admission.Decision())
+    # The same pod again, through the answer cache twice (a miss that fills it, then a hit), under
+    # another uid: the answers differ in the uid only.
+    for _ in range(2):
+        again = review_for(copy.deepcopy(pod))
+        again["request"]["uid"] = "another-" + again["request"]["uid"]
+        cached = admission.review(again, CONFIG, admission.Decision(), CACHE)
+        assert cached["response"].pop("uid") == again["request"]["uid"]
+        assert cached["response"] == {k: v for k, v in answer["response"].items() if k != "uid"}
     return review, answer
 
 

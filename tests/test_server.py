@@ -26,11 +26,16 @@ from webhook.certs import write_certs
 def test_health_ready_and_metrics(client: httpx.Client) -> None:
     assert client.get("/healthz").text == "ok"
     assert client.get("/readyz").status_code == 200
-    client.post("/mutate", json=shared_review("deployment-elasticsearch.json"))
+    replica = shared_review("deployment-elasticsearch.json")
+    for n in range(2):  # two replicas of one template: the second is answered from the cache
+        replica["request"]["uid"] = f"{replica['request']['uid'][:-1]}{n}"
+        assert client.post("/mutate", json=replica).json()["response"]["uid"] == replica["request"]["uid"]
     metrics = client.get("/metrics").text
     assert 'podpatterns_admission_reviews_total{result="patched"}' in metrics
     assert 'podpatterns_injections_total{feature="tls-proxy"}' in metrics
     assert "podpatterns_admission_duration_seconds_bucket" in metrics
+    hits = re.search(r'^podpatterns_answer_cache_lookups_total\{outcome="hit"\} (\S+)$', metrics, re.M)
+    assert hits and float(hits.group(1)) >= 1, metrics
 
 
 @pytest.mark.parametrize(

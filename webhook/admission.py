@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from webhook.injection import NOTHING_ASKED, InjectorConfig, InvalidAnnotations, inject
+from webhook.answer_cache import Answer, AnswerCache
+from webhook.injection import NOTHING_ASKED, InjectorConfig, InvalidAnnotations, carries_our_annotations, inject
 from webhook.patch import make_patch
 
 API_VERSION = "admission.k8s.io/v1"
@@ -65,18 +66,13 @@ def allowed(uid: str, warnings: list[str] | None = None) -> dict[str, Any]:
     return _response(uid, True, **({"warnings": warnings} if warnings else {}))
 
 
-def patched(uid: str, ops: list[dict[str, Any]], warnings: list[str] | None = None) -> dict[str, Any]:
-    if not ops:
-        return allowed(uid, warnings)
-    extra: dict[str, Any] = {"patchType": "JSONPatch", "patch": base64.b64encode(orjson.dumps(ops)).decode()}
-    if warnings:
-        extra["warnings"] = warnings
-    return _response(uid, True, **extra)
-
-
 def denied(uid: str, message: str, code: int = 400, warnings: list[str] | None = None) -> dict[str, Any]:
+    return _response(uid, False, **_denial(message, code, warnings))
+
+
+def _denial(message: str, code: int, warnings: list[str] | tuple[str, ...] | None) -> dict[str, Any]:
     status = {"code": code, "message": message, "reason": "BadRequest" if code == 400 else "InternalError"}
-    return _response(uid, False, status=status, **({"warnings": warnings} if warnings else {}))
+    return {"status": status, **({"warnings": list(warnings)} if warnings else {})}
 
 
 def _request(review: Any) -> dict[str, Any]:
@@ -99,7 +95,7 @@ def _pod_name(pod: dict[str, Any], request: dict[str, Any]) -> str:
     return str(request.get("name") or metadata.get("name") or (metadata.get("generateName") or "") + "*")
 
 
-def review(body: Any, config: InjectorConfig, decision: Decision) -> dict[str, Any]:
+def review(body: Any, config: InjectorConfig, decision: Decision, cache: AnswerCache | None = None) -> dict[str, Any]:
     """Answer one AdmissionReview. Raises MalformedReview only; everything else becomes an answer."""
     request = _request(body)
     uid = decision.uid = request["uid"]
@@ -116,18 +112,50 @@ def review(body: Any, config: InjectorConfig, decision: Decision) -> dict[str, A
     if not isinstance(pod, dict):
         raise MalformedReview("request.object is missing or not an object")
     decision.pod = _pod_name(pod, request)
+    if not carries_our_annotations(pod):  # most pods in an opted-in namespace, without matchConditions
+        decision.reason, decision.quiet = NOTHING_ASKED, True
+        return allowed(uid)
+    key = _cache_key(pod) if cache is not None else None
+    answer = cache.get(config, key) if cache is not None and key is not None else None
+    if answer is None:
+        try:
+            answer = decide(pod, config)
+        except Exception as exc:  # a bug of ours must still answer, with the uid, and never hang
+            decision.result, decision.reason = "error", f"{type(exc).__name__}"
+            return denied(uid, f"podpatterns failed unexpectedly ({type(exc).__name__}); see the webhook's log", 500)
+        if cache is not None and key is not None:
+            cache.put(config, key, answer)
+    decision.result, decision.reason = answer.result, answer.reason
+    decision.injected, decision.warnings = answer.injected, list(answer.warnings)
+    decision.quiet = answer.reason == NOTHING_ASKED and not answer.warnings
+    return _response(uid, answer.allowed, **answer.fields)
+
+
+def decide(pod: dict[str, Any], config: InjectorConfig) -> Answer:
+    """The answer to a pod CREATE, without the uid: a patch, an allowance, or a denial naming every problem."""
     try:
         result = inject(pod, config)
     except InvalidAnnotations as exc:
-        decision.result, decision.reason = "denied", "invalid annotations"
-        return denied(uid, f"podpatterns cannot inject this pod: {exc}", warnings=exc.warnings)
-    except Exception as exc:  # a bug of ours must still answer, with the uid, and never hang
-        decision.result, decision.reason = "error", f"{type(exc).__name__}"
-        return denied(uid, f"podpatterns failed unexpectedly ({type(exc).__name__}); see the webhook's log", 500)
-    decision.reason, decision.injected = result.reason, result.injected
-    decision.warnings = list(result.warnings)
-    decision.quiet = result.reason == NOTHING_ASKED and not result.warnings
-    if not result.changed:
-        return allowed(uid, decision.warnings)
-    decision.result = "patched"
-    return patched(uid, make_patch(pod, result.pod), decision.warnings)
+        message = f"podpatterns cannot inject this pod: {exc}"
+        return Answer(
+            False, _denial(message, 400, exc.warnings), "denied", "invalid annotations", (), tuple(exc.warnings)
+        )
+    fields: dict[str, Any] = {}
+    ops = make_patch(pod, result.pod) if result.changed else []
+    if ops:
+        fields = {"patchType": "JSONPatch", "patch": base64.b64encode(orjson.dumps(ops)).decode()}
+    if result.warnings:
+        fields["warnings"] = list(result.warnings)
+    return Answer(True, fields, "patched" if ops else "allowed", result.reason, result.injected, result.warnings)
+
+
+def _cache_key(pod: dict[str, Any]) -> bytes | None:
+    # managedFields carry the second the controller wrote the pod, so replicas made a second apart differ
+    # there alone; injection never reads them and the patch never touches them.
+    metadata = pod.get("metadata")
+    if isinstance(metadata, dict) and "managedFields" in metadata:
+        pod = {**pod, "metadata": {k: v for k, v in metadata.items() if k != "managedFields"}}
+    try:
+        return orjson.dumps(pod)
+    except orjson.JSONEncodeError:  # e.g. nesting deeper than orjson writes: answer it, just don't keep it
+        return None

@@ -26,8 +26,9 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
 from webhook import admission, logs
+from webhook.answer_cache import AnswerCache
 from webhook.injection import ConfigError, InjectorConfig, load_config
-from webhook.metrics import Metrics
+from webhook.metrics import CacheCounts, Metrics
 from webhook.tls import file_signature
 
 # The API server's own request-body cap; nothing legitimate is bigger.
@@ -156,6 +157,7 @@ class MutateEndpoint:
 
     def __init__(self, holder: ConfigHolder, metrics: Metrics) -> None:
         self.holder, self.metrics, self.log = holder, metrics, logs.get()
+        self.cache = AnswerCache()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         status, body = await self.answer(scope, receive)
@@ -187,7 +189,7 @@ class MutateEndpoint:
         decision = admission.Decision(started=started)
         try:
             review = orjson.loads(body)
-            answer = admission.review(review, self.holder.config, decision)
+            answer = admission.review(review, self.holder.config, decision, self.cache)
         except (orjson.JSONDecodeError, RecursionError):
             metrics.malformed.labels("400").inc()
             return _error(400, "the body is not valid JSON")
@@ -239,6 +241,7 @@ def create_app(config_path: str | Path | None = None, *, reload_interval: float 
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.mutate_endpoint = MutateEndpoint(holder, metrics)
+    metrics.registry.register(CacheCounts(app.mutate_endpoint.cache))
     app.add_route("/mutate", app.mutate_endpoint, methods=["POST"])
     app.add_route("/healthz", healthz, methods=["GET"])
     app.add_route("/readyz", readyz, methods=["GET"])

@@ -6,10 +6,11 @@ import bisect
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from webhook import tls
+from webhook.answer_cache import AnswerCache
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 RESULTS = ("allowed", "patched", "denied", "error")
@@ -69,6 +70,22 @@ class CertReloads(Collector):
         for result, n in tls.RELOADS.items():
             reloads.add_metric([result], n)
         yield reloads
+
+
+class CacheCounts(Collector):
+    """The answer cache's hits and misses (webhook/answer_cache.py), read when scraped."""
+
+    def __init__(self, cache: AnswerCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        lookups = CounterMetricFamily(
+            "podpatterns_answer_cache_lookups", "Pods looked up in the answer cache, by outcome", labels=["outcome"]
+        )
+        lookups.add_metric(["hit"], self.cache.hits)
+        lookups.add_metric(["miss"], self.cache.misses)
+        yield lookups
+        yield GaugeMetricFamily("podpatterns_answer_cache_entries", "Answers kept", value=len(self.cache))
 
 
 class Metrics:

@@ -2,7 +2,7 @@
 
 from webhook.injection.config import InjectorConfig, load_config, parse_config
 from webhook.injection.errors import ConfigError, InjectionError, InvalidAnnotations
-from webhook.injection.inject import NOTHING_ASKED, Result, inject
+from webhook.injection.inject import NOTHING_ASKED, Result, carries_our_annotations, inject
 
 __all__ = [
     "NOTHING_ASKED",
@@ -11,6 +11,7 @@ __all__ = [
     "InjectorConfig",
     "InvalidAnnotations",
     "Result",
+    "carries_our_annotations",
     "inject",
     "load_config",
     "parse_config",

@@ -113,6 +113,12 @@ def _warnings_for_keys(annotations: dict[str, str]) -> list[str]:
     return warnings
 
 
+def carries_our_annotations(pod: Json) -> bool:
+    """Whether the pod has any podpatterns.io/ annotation: without one, inject() changes nothing."""
+    metadata = pod.get("metadata")
+    return isinstance(metadata, dict) and any(key.startswith(keys.PREFIX) for key in _annotations(metadata))
+
+
 def inject(pod: Json, config: InjectorConfig) -> Result:
     """Inject what the pod's annotations ask for. Raises InvalidAnnotations listing every problem."""
     metadata = pod.get("metadata")

@@ -1,0 +1,70 @@
+"""Answers to pods seen before, by the pod's exact JSON, for the config in force.
+
+A rollout (a Deployment or ReplicaSet scaling up, a Job's parallel pods) creates its pods from one
+template; at admission they have no name yet (only generateName), no uid and no creationTimestamp, so
+every replica's object is the same bytes but for the time in managedFields (which the key leaves out),
+and injection is a pure function of the pod and the config: the first replica's patch answers the rest.
+A DaemonSet's or StatefulSet's pods differ from each other (node affinity, name) and simply miss. The
+uid, the log line and the metrics stay per review.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+# Bounded in entries and bytes so that distinct pods (a DaemonSet, hostile input) cannot grow memory.
+MAX_ENTRIES = 256
+MAX_BYTES = 4 * 1024 * 1024
+MAX_POD_BYTES = 64 * 1024  # bigger pods are answered but not kept: they are rare and would crowd others out
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a review of this pod decided, without the request's uid."""
+
+    allowed: bool
+    fields: dict[str, Any]  # the response's fields besides uid and allowed (patch, warnings, status)
+    result: str
+    reason: str
+    injected: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        patch = self.fields.get("patch")
+        return len(patch) if isinstance(patch, str) else 0
+
+
+class AnswerCache:
+    def __init__(self, max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_BYTES) -> None:
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._entries: OrderedDict[bytes, Answer] = OrderedDict()
+        self._bytes = 0
+        self._config: object = None
+        self.hits = self.misses = 0
+
+    def get(self, config: object, pod_json: bytes) -> Answer | None:
+        if config is not self._config:  # a reloaded config makes every answer stale
+            self._entries.clear()
+            self._bytes, self._config = 0, config
+        answer = self._entries.get(pod_json)
+        if answer is None:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(pod_json)
+        self.hits += 1
+        return answer
+
+    def put(self, config: object, pod_json: bytes, answer: Answer) -> None:
+        if config is not self._config or len(pod_json) > MAX_POD_BYTES or pod_json in self._entries:
+            return
+        self._entries[pod_json] = answer
+        self._bytes += len(pod_json) + answer.size
+        while self._entries and (len(self._entries) > self.max_entries or self._bytes > self.max_bytes):
+            old_key, old = self._entries.popitem(last=False)
+            self._bytes -= len(old_key) + old.size
+
+    def __len__(self) -> int:
+        return len(self._entries)
