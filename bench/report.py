@@ -77,19 +77,28 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({"target": name, "figure": figure, "met": met})
 
     typ = sat.get("typical", {})
-    r = _ratio(typ.get("ours", {}).get("rps"), typ.get("floor", {}).get("rps"))
-    add(
-        "typical pod: throughput ≥ 50% of the floor",
-        f"{_fmt(typ.get('ours', {}).get('rps'), 0)}/s = {_fmt(r and 100 * r, 0)}% of "
-        f"{_fmt(typ.get('floor', {}).get('rps'), 0)}/s"
-        f" ({_fmt(_ratio(typ.get('ours', {}).get('rps'), typ.get('fastapi', {}).get('rps')), 2)}× FastAPI)",
-        r is not None and r >= 0.5,
-    )
+    # Two rows, because the answer cache serves replicas of one template: the recorded Deployment pod
+    # sent again and again is a rollout; typical-distinct (a different pod every time) is the cold path.
+    for name, label in (
+        ("typical", "typical pod, replicas of one template (answer cache)"),
+        ("typical-distinct", "typical pod, every pod different (no cache hit)"),
+    ):
+        per = sat.get(name, {})
+        if not per:
+            continue
+        r = _ratio(per.get("ours", {}).get("rps"), per.get("floor", {}).get("rps"))
+        add(
+            f"{label}: throughput ≥ 50% of the floor",
+            f"{_fmt(per.get('ours', {}).get('rps'), 0)}/s = {_fmt(r and 100 * r, 0)}% of "
+            f"{_fmt(per.get('floor', {}).get('rps'), 0)}/s"
+            f" ({_fmt(_ratio(per.get('ours', {}).get('rps'), per.get('fastapi', {}).get('rps')), 2)}× FastAPI)",
+            r is not None and r >= 0.5,
+        )
     rate = (results.get("rates") or {}).get("1000", {}).get("ours")
     if rate:
         p99 = rate["latency_ms"]["p99"]
         add(
-            "typical pod: p99 ≤ 5 ms at 1,000 req/s offered",
+            "typical pod (every pod different): p99 ≤ 5 ms at 1,000 req/s offered",
             f"p99 {p99:.2f} ms (p50 {rate['latency_ms']['p50']:.2f}, p99.9 {rate['latency_ms']['p99.9']:.2f})",
             p99 <= 5 and not rate["error_count"],
         )
@@ -250,7 +259,10 @@ def markdown(results: dict[str, Any], plot_name: str | None = None) -> str:
 
     rates = results.get("rates") or {}
     if rates:
-        add("## Latency at fixed offered rates (typical pod, 16 connections, open-loop schedule), ms\n")
+        add(
+            "## Latency at fixed offered rates "
+            "(typical pod, every pod different, 16 connections, open-loop schedule), ms\n"
+        )
         add(
             "| offered req/s | server | achieved | p50 | p99 | p99.9 | max | late sends | errors | server CPU "
             "| other CPU |"
@@ -354,7 +366,8 @@ def markdown(results: dict[str, Any], plot_name: str | None = None) -> str:
                 if r:
                     lat = r["latency_ms"]
                     add(
-                        f"\n{NAMES[kind]}, 2 workers, typical at {int(rate):,} req/s offered: p50 {lat['p50']:.2f} ms, "
+                        f"\n{NAMES[kind]}, 2 workers, typical (every pod different) at {int(rate):,} req/s offered: "
+                        f"p50 {lat['p50']:.2f} ms, "
                         f"p99 {lat['p99']:.2f} ms, p99.9 {lat['p99.9']:.2f} ms, {r['error_count']} errors."
                     )
         add(
@@ -395,7 +408,9 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
         for x, y, sat in zip(xs, series["p99"], marks, strict=True):
             if sat:
                 left.plot([x], [y], "x", color="red", ms=9)
-    left.set(xscale="log", yscale="log", xlabel="offered load, req/s (typical pod)", ylabel="latency, ms")
+    left.set(
+        xscale="log", yscale="log", xlabel="offered load, req/s (typical pod, all different)", ylabel="latency, ms"
+    )
     left.set_title("Latency percentiles against offered load (1 worker; x = saturated)")
     left.grid(True, which="both", alpha=0.3)
     left.legend(fontsize=7, ncol=3)

@@ -61,7 +61,7 @@ class Plan:
     warmup_seconds: float
     connections: int = 16
     two_workers: bool = True
-    two_worker_workloads: tuple[str, ...] = ("typical", "noop")
+    two_worker_workloads: tuple[str, ...] = ("typical", "typical-distinct", "noop")
     two_worker_rate: int = 1000
     two_worker_rounds: int = 2
 
@@ -371,7 +371,7 @@ class Bench:
                 saved = self.plan.rates
                 self.plan.rates = [rate]
                 try:
-                    out["rate"] = self.fixed_rates(started, "typical")
+                    out["rate"] = self.fixed_rates(started, "typical-distinct")
                 finally:
                     self.plan.rates = saved
             out["memory"] = {kind: s.memory() for kind, s in started.items()}
@@ -409,7 +409,7 @@ class Bench:
             say("latency with one connection")
             self.results["one_connection"] = self.one_connection(started, self.standard, self.plan.one_conn_seconds)
             say("latency at fixed offered rates (typical pod)")
-            self.results["rates"] = self.fixed_rates(started, "typical")
+            self.results["rates"] = self.fixed_rates(started, "typical-distinct")
             self.results["memory_before_sweep"] = {kind: s.memory()[0] for kind, s in started.items()}
             say("latency against body size (one connection)")
             self.results["sizes"] = self.one_connection(started, self.sweep, self.plan.sweep_seconds)

@@ -26,7 +26,7 @@ class MalformedReview(Exception):
     """Not an AdmissionReview we can answer; the message says what is wrong (HTTP 400)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
     """What happened, for the structured log line and the metrics."""
 

@@ -174,7 +174,8 @@ class MutateEndpoint:
         started = time.perf_counter()
         metrics = self.metrics
         content_type, length, encoding = _headers(scope)
-        content_type = content_type.split(";", 1)[0].strip().lower()
+        if content_type != "application/json":  # (as the API server sends it: no need to normalise)
+            content_type = content_type.split(";", 1)[0].strip().lower()
         if content_type != "application/json":
             metrics.malformed.labels("415").inc()
             return _error(415, f"expected Content-Type application/json, got {content_type or 'none'!r}")

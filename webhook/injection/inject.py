@@ -116,7 +116,11 @@ def _warnings_for_keys(annotations: dict[str, str]) -> list[str]:
 def carries_our_annotations(pod: Json) -> bool:
     """Whether the pod has any podpatterns.io/ annotation: without one, inject() changes nothing."""
     metadata = pod.get("metadata")
-    return isinstance(metadata, dict) and any(key.startswith(keys.PREFIX) for key in _annotations(metadata))
+    if isinstance(metadata, dict):
+        for key in _annotations(metadata):  # a loop, not any(): this runs for every pod in scope
+            if key.startswith(keys.PREFIX):
+                return True
+    return False
 
 
 def inject(pod: Json, config: InjectorConfig) -> Result:
