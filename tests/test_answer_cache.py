@@ -6,6 +6,8 @@ import base64
 import copy
 from typing import Any
 
+import pytest
+
 from tests.helpers import review_for, shared_review
 from webhook import admission
 from webhook.answer_cache import MAX_POD_BYTES, Answer, AnswerCache
@@ -103,3 +105,110 @@ def test_the_cache_is_bounded_in_entries_and_bytes() -> None:
             cache.put(CONFIG, *entry(n, 1_000))
     assert len(by_count) == 3 and len(by_bytes) == 2
     assert by_count.get(CONFIG, entry(9, 0)[0]) and not by_count.get(CONFIG, entry(0, 0)[0])  # oldest out first
+
+
+def test_editing_a_returned_answer_does_not_change_the_next_replicas() -> None:
+    cache = AnswerCache()
+    pod = {
+        "metadata": {
+            "generateName": "web-",
+            "annotations": {"podpatterns.io/tls-proxy": "Bad_Name", "podpatterns.io/x": "1"},
+        },
+        "spec": {"containers": [{"name": "app", "image": "nginx", "ports": [{"containerPort": 80}]}]},
+    }
+    first, _ = answer(review_for(copy.deepcopy(pod)), cache)
+    expected = copy.deepcopy(first["response"])
+    first["response"]["warnings"].append("edited")
+    first["response"]["status"]["message"] = "edited"
+    second, _ = answer(review_for(copy.deepcopy(pod)), cache)
+    assert cache.hits == 1
+    assert {**second["response"], "uid": ""} == {**expected, "uid": ""}
+
+
+def test_what_only_the_envelope_or_managed_fields_change_gets_the_same_answer() -> None:
+    cache = AnswerCache()
+    first = shared_review("deployment-elasticsearch.json")
+    answer(first, cache)
+    variants = []
+    for change in ("namespace", "dryRun", "name", "managedFields"):
+        again = replica(first, len(variants) + 1)
+        if change == "managedFields":
+            del again["request"]["object"]["metadata"]["managedFields"]
+        else:
+            again["request"][change] = {"namespace": "other", "dryRun": True, "name": "web-x"}[change]
+        variants.append(answer(again, cache)[0])
+    assert cache.hits == 4
+    patches = {v["response"]["patch"] for v in variants}
+    assert len(patches) == 1
+
+
+def test_a_hit_keeps_an_answer_from_being_evicted_first() -> None:
+    cache = AnswerCache(max_entries=2)
+    cache.get(CONFIG, b"")
+    older, newer, newest = b'{"pod":1}', b'{"pod":2}', b'{"pod":3}'
+    for key in (older, newer):
+        cache.put(CONFIG, key, Answer(True, {}, "allowed", "x", (), ()))
+    assert cache.get(CONFIG, older)  # now the most recently used
+    cache.put(CONFIG, newest, Answer(True, {}, "allowed", "x", (), ()))
+    assert cache.get(CONFIG, older) and not cache.get(CONFIG, newer)
+
+
+def test_the_byte_bound_counts_warnings_and_denial_messages() -> None:
+    cache = AnswerCache(max_entries=100, max_bytes=20_000)
+    cache.get(CONFIG, b"")
+    warnings = ("w" * 1_000,) * 5
+    for n in range(10):
+        fields = {"status": {"code": 400, "message": "m" * 1_000}, "warnings": list(warnings)}
+        cache.put(CONFIG, f'{{"pod":{n}}}'.encode(), Answer(False, fields, "denied", "x", (), warnings))
+    assert len(cache) == 3  # each entry holds about 6 KB of messages
+
+
+def test_unanswerable_keys_and_errors_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = AnswerCache()
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(300):  # deeper than orjson writes: no key, answered all the same
+        node["x"] = {}
+        node = node["x"]
+    review = shared_review("deployment-elasticsearch.json")
+    review["request"]["object"]["metadata"]["annotations"]["deep"] = deep  # type: ignore[assignment]
+    got, _ = answer(review, cache)
+    assert got["response"]["patch"] and len(cache) == 0  # injected (the key is not ours), not kept
+
+    calls = []
+
+    def flaky(pod: dict[str, Any], config: InjectorConfig) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug of ours")
+        return real_inject(pod, config)
+
+    real_inject = admission.inject
+    monkeypatch.setattr(admission, "inject", flaky)
+    first = shared_review("deployment-elasticsearch.json")
+    failed, decision = answer(first, cache)
+    assert failed["response"]["status"]["code"] == 500 and decision.result == "error"
+    retried, decision = answer(replica(first, 1), cache)
+    assert decision.result == "patched" and retried["response"]["patch"] and len(calls) == 2
+
+
+def test_pods_that_ask_for_nothing_are_answered_without_the_cache() -> None:
+    cache = AnswerCache()
+    opted_out = shared_review("pod-plain.json")
+    opted_out["request"]["object"]["metadata"]["labels"] = {"podpatterns.io/inject": "false"}
+    got, decision = answer(opted_out, cache)
+    assert got["response"] == {"uid": opted_out["request"]["uid"], "allowed": True}
+    assert (decision.reason, decision.quiet) == ("opted out", False)
+    _, decision = answer(shared_review("pod-plain.json"), cache)
+    assert (decision.reason, decision.quiet) == ("no podpatterns annotation", True)
+    assert cache.hits == cache.misses == len(cache) == 0
+
+
+def test_thousands_of_unknown_keys_get_a_bounded_answer() -> None:
+    """Each hint is a fuzzy match against every known key: only the first ten keys get one (3,000 took 0.8 s)."""
+    review = shared_review("deployment-elasticsearch.json")
+    annotations = review["request"]["object"]["metadata"]["annotations"]
+    annotations.update({f"podpatterns.io/unknown-key-{n:05d}": "x" for n in range(3_000)})
+    got, _ = answer(review, AnswerCache())
+    unknown = [w for w in got["response"]["warnings"] if "unknown" in w]
+    assert len(unknown) == 11 and unknown[-1] == "and 2990 more unknown podpatterns.io/ annotations"

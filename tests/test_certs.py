@@ -389,3 +389,25 @@ def test_tls_handshake_trusts_only_our_ca(written: certs.CertPaths, https_url: s
 
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         httpx.get(https_url, trust_env=False, timeout=5)
+
+
+def test_an_unusable_pair_is_reported_once_and_a_good_one_loads(tmp_path: Path) -> None:
+    from webhook import tls
+
+    first = certs.write_certs(tmp_path / "a", dns_names=["localhost"], ip_addresses=["127.0.0.1"])
+    second = certs.write_certs(tmp_path / "b", dns_names=["localhost"], ip_addresses=["127.0.0.1"])
+    live = tmp_path / "live"
+    live.mkdir()
+    shutil.copy(first.tls_crt, live / "tls.crt")
+    shutil.copy(first.tls_key, live / "tls.key")
+    reloader = tls.CertReloader(
+        tls.server_context(live / "tls.crt", live / "tls.key"), live / "tls.crt", live / "tls.key"
+    )
+    before = dict(tls.RELOADS)
+    assert reloader.check() is None  # nothing changed
+    shutil.copy(second.tls_key, live / "tls.key")  # mid-rotation: the new key beside the old certificate
+    assert reloader.check() is False and reloader.check() is False
+    assert tls.RELOADS["failure"] == before["failure"] + 1  # one unusable pair, counted once
+    shutil.copy(second.tls_crt, live / "tls.crt")
+    assert reloader.check() is True and reloader.check() is None
+    assert tls.RELOADS["success"] == before["success"] + 1

@@ -122,6 +122,19 @@ def test_each_request_on_a_kept_alive_connection_gets_its_own_read_deadline(stri
         assert time.monotonic() - started > 0.5 * READ_TIMEOUT
 
 
+def test_a_bare_line_break_after_an_answer_starts_the_read_deadline(strict_server: Server) -> None:
+    """httptools skips a CRLF between requests without beginning a message, and uvicorn's keep-alive timer
+    stops at the first byte: without the guard's clock, a client could hold its connection forever."""
+    body = json.dumps(shared_review("pod-plain.json")).encode()
+    head = f"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    with tls_socket(strict_server) as sock:
+        reader = sock.makefile("rb")
+        sock.sendall(head.encode() + body)
+        assert read_status(reader) == 200
+        sock.sendall(b"\r\n")
+        assert closed_within(sock, READ_TIMEOUT + 3)
+
+
 def test_a_huge_request_head_is_refused(strict_server: Server) -> None:
     with tls_socket(strict_server) as sock:
         with contextlib.suppress(ConnectionError, ssl.SSLError):

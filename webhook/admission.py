@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from webhook.answer_cache import Answer, AnswerCache
-from webhook.injection import NOTHING_ASKED, InjectorConfig, InvalidAnnotations, carries_our_annotations, inject
+from webhook.injection import NOTHING_ASKED, InjectorConfig, InvalidAnnotations, inject, skip_reason
 from webhook.patch import make_patch
 
 API_VERSION = "admission.k8s.io/v1"
@@ -112,8 +112,8 @@ def review(body: Any, config: InjectorConfig, decision: Decision, cache: AnswerC
     if not isinstance(pod, dict):
         raise MalformedReview("request.object is missing or not an object")
     decision.pod = _pod_name(pod, request)
-    if not carries_our_annotations(pod):  # most pods in an opted-in namespace, without matchConditions
-        decision.reason, decision.quiet = NOTHING_ASKED, True
+    if (skip := skip_reason(pod)) is not None:  # most pods in an opted-in namespace, without matchConditions
+        decision.reason, decision.quiet = skip, skip == NOTHING_ASKED
         return allowed(uid)
     key = _cache_key(pod) if cache is not None else None
     answer = cache.get(config, key) if cache is not None and key is not None else None
@@ -128,7 +128,10 @@ def review(body: Any, config: InjectorConfig, decision: Decision, cache: AnswerC
     decision.result, decision.reason = answer.result, answer.reason
     decision.injected, decision.warnings = answer.injected, list(answer.warnings)
     decision.quiet = answer.reason == NOTHING_ASKED and not answer.warnings
-    return _response(uid, answer.allowed, **answer.fields)
+    # A copy of each field (one level holds them all: a patch string, a warnings list, a status of
+    # scalars), so a caller that edits its answer cannot change the cached one.
+    fields = {k: v.copy() if isinstance(v, list | dict) else v for k, v in answer.fields.items()}
+    return _response(uid, answer.allowed, **fields)
 
 
 def decide(pod: dict[str, Any], config: InjectorConfig) -> Answer:

@@ -14,10 +14,15 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 # Bounded in entries and bytes so that distinct pods (a DaemonSet, hostile input) cannot grow memory.
 MAX_ENTRIES = 256
 MAX_BYTES = 4 * 1024 * 1024
 MAX_POD_BYTES = 64 * 1024  # bigger pods are answered but not kept: they are rare and would crowd others out
+# A review body this big cannot hold a pod small enough to keep (managedFields alone roughly double a pod):
+# such reviews skip the cache without serialising the pod for a key.
+MAX_BODY_BYTES = 4 * MAX_POD_BYTES
 
 
 @dataclass(frozen=True)
@@ -31,16 +36,15 @@ class Answer:
     injected: tuple[str, ...]
     warnings: tuple[str, ...]
 
-    @property
     def size(self) -> int:
-        patch = self.fields.get("patch")
-        return len(patch) if isinstance(patch, str) else 0
+        """Bytes held beyond the key: the patch, warnings and denial message, as they go on the wire."""
+        return len(orjson.dumps(self.fields))
 
 
 class AnswerCache:
     def __init__(self, max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_BYTES) -> None:
         self.max_entries, self.max_bytes = max_entries, max_bytes
-        self._entries: OrderedDict[bytes, Answer] = OrderedDict()
+        self._entries: OrderedDict[bytes, tuple[Answer, int]] = OrderedDict()  # key -> (answer, its bytes)
         self._bytes = 0
         self._config: object = None
         self.hits = self.misses = 0
@@ -49,22 +53,23 @@ class AnswerCache:
         if config is not self._config:  # a reloaded config makes every answer stale
             self._entries.clear()
             self._bytes, self._config = 0, config
-        answer = self._entries.get(pod_json)
-        if answer is None:
+        entry = self._entries.get(pod_json)
+        if entry is None:
             self.misses += 1
             return None
         self._entries.move_to_end(pod_json)
         self.hits += 1
-        return answer
+        return entry[0]
 
     def put(self, config: object, pod_json: bytes, answer: Answer) -> None:
         if config is not self._config or len(pod_json) > MAX_POD_BYTES or pod_json in self._entries:
             return
-        self._entries[pod_json] = answer
-        self._bytes += len(pod_json) + answer.size
+        size = len(pod_json) + answer.size()
+        self._entries[pod_json] = (answer, size)
+        self._bytes += size
         while self._entries and (len(self._entries) > self.max_entries or self._bytes > self.max_bytes):
-            old_key, old = self._entries.popitem(last=False)
-            self._bytes -= len(old_key) + old.size
+            _, (_, old_size) = self._entries.popitem(last=False)
+            self._bytes -= old_size
 
     def __len__(self) -> int:
         return len(self._entries)

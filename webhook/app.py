@@ -25,7 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
-from webhook import admission, logs
+from webhook import admission, answer_cache, logs
 from webhook.answer_cache import AnswerCache
 from webhook.injection import ConfigError, InjectorConfig, load_config
 from webhook.metrics import CacheCounts, Metrics
@@ -86,6 +86,11 @@ async def _read_body(receive: Receive, declared: str | None, encoding: str) -> b
     chunks, size = [], 0
     while True:
         message = await receive()
+        if message["type"] == "http.request" and not chunks and not message.get("more_body", False) and not encoding:
+            body: bytes = message.get("body", b"")  # the whole body in one message: uvicorn's usual case
+            if len(body) > MAX_BODY_BYTES:
+                raise BodyTooLarge
+            return body
         if message["type"] == "http.request":
             chunk = message.get("body", b"")
             if chunk:
@@ -190,7 +195,8 @@ class MutateEndpoint:
         decision = admission.Decision(started=started)
         try:
             review = orjson.loads(body)
-            answer = admission.review(review, self.holder.config, decision, self.cache)
+            cache = self.cache if len(body) <= answer_cache.MAX_BODY_BYTES else None
+            answer = admission.review(review, self.holder.config, decision, cache)
         except (orjson.JSONDecodeError, RecursionError):
             metrics.malformed.labels("400").inc()
             return _error(400, "the body is not valid JSON")

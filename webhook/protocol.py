@@ -45,6 +45,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._started is None:
+            # Any byte after a response starts the clock, even bytes the parser skips without beginning a
+            # message (a bare CRLF): uvicorn's keep-alive timer stops at the first byte too.
+            self._begin()
         if self._in_head:
             # One read often holds the end of the head and much of the body (the API server writes a review
             # in one go): count only the bytes up to the blank line that ends the head.
@@ -80,8 +84,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._deadline = None
         if self._started is None:
             return  # between requests: uvicorn's keep-alive timeout governs; the next request re-arms
+        now = self.loop.time()
+        if self.flow.read_paused:
+            # uvicorn stopped reading while it answers an earlier request on this connection (pipelining):
+            # the wait is ours, not the client's. The clock restarts when reading does.
+            self._started = now
         due = self._started + self.read_timeout
-        if self.loop.time() >= due:
+        if now >= due:
             self._close("request not received in time")
         else:  # this request began after the timer was set: wait for its own deadline
             self._deadline = self.loop.call_at(due, self._check)

@@ -59,6 +59,7 @@ class CertReloader:
         self.ctx, self.cert, self.key, self.interval = ctx, cert, key, interval
         self.on_reload = on_reload
         self.signature = file_signature(cert, key)
+        self._failed: tuple[Any, ...] | None = None  # the files last found unusable, to report them once
         self._stop = threading.Event()
 
     def check(self) -> bool | None:
@@ -69,7 +70,11 @@ class CertReloader:
         try:
             self.ctx.load_cert_chain(str(self.cert), str(self.key))
         except (OSError, ssl.SSLError) as exc:
-            # Mid-rotation a new key can sit beside the old cert for a moment: keep serving, retry.
+            # Mid-rotation a new key can sit beside the old cert for a moment: keep serving, retry every poll,
+            # but log and count each unusable pair of files once.
+            if signature == self._failed:
+                return False
+            self._failed = signature
             logs.get().warning(
                 "TLS certificate reload failed; still serving the previous one",
                 extra={"fields": {"error": str(exc), "cert": str(self.cert)}},

@@ -2,7 +2,7 @@
 
 from webhook.injection.config import InjectorConfig, load_config, parse_config
 from webhook.injection.errors import ConfigError, InjectionError, InvalidAnnotations
-from webhook.injection.inject import NOTHING_ASKED, Result, carries_our_annotations, inject
+from webhook.injection.inject import NOTHING_ASKED, Result, inject, skip_reason
 
 __all__ = [
     "NOTHING_ASKED",
@@ -11,8 +11,8 @@ __all__ = [
     "InjectorConfig",
     "InvalidAnnotations",
     "Result",
-    "carries_our_annotations",
     "inject",
     "load_config",
     "parse_config",
+    "skip_reason",
 ]

@@ -108,21 +108,25 @@ class AnnotationReader:
     def __init__(self, annotations: Mapping[str, str]) -> None:
         self.annotations = annotations
         self.errors: list[AnnotationError] = []
+        self._read: dict[str, str | None] = {}  # features share keys (default-container, ...): check each once
 
     def get(self, key: str) -> str | None:
+        if key in self._read:
+            return self._read[key]
         value = self.annotations.get(key)
+        checked: str | None = None
         if value is None:
-            return None
-        if not isinstance(value, str):
+            pass
+        elif not isinstance(value, str):
             self.fail(key, str(value), "must be a string")
-            return None
-        if len(value) > MAX_VALUE_LENGTH:
+        elif len(value) > MAX_VALUE_LENGTH:
             self.fail(key, value, f"is longer than {MAX_VALUE_LENGTH} characters")
-            return None
-        if _CONTROL.search(value):
+        elif _CONTROL.search(value):
             self.fail(key, value, "must not contain control characters (newlines, tabs, NUL)")
-            return None
-        return value.strip()
+        else:
+            checked = value.strip()
+        self._read[key] = checked
+        return checked
 
     def fail(self, key: str, value: str, reason: str) -> None:
         self.errors.append(AnnotationError(key, value, reason))

@@ -101,37 +101,44 @@ def _check_status(pod: Json, raw: str) -> Result:
     return Result(pod=pod, reason="already injected", status=status or {})
 
 
+# A hint costs a fuzzy match against every known key; a pod could carry thousands of unknown keys.
+MAX_UNKNOWN_KEY_WARNINGS = 10
+
+
 def _warnings_for_keys(annotations: dict[str, str]) -> list[str]:
     warnings = []
-    for key in keys.unknown_keys(annotations):
+    unknown = keys.unknown_keys(annotations)
+    for key in unknown[:MAX_UNKNOWN_KEY_WARNINGS]:
         close = difflib.get_close_matches(key, sorted(keys.KNOWN_KEYS), n=1, cutoff=0.8)
         hint = f"did you mean {close[0]}?" if close else "see the annotation reference in README.md"
         warnings.append(f"unknown annotation {key}: podpatterns ignores it ({hint})")
+    if len(unknown) > MAX_UNKNOWN_KEY_WARNINGS:
+        warnings.append(f"and {len(unknown) - MAX_UNKNOWN_KEY_WARNINGS} more unknown {keys.PREFIX} annotations")
     for option, feature in keys.OPTION_OF.items():
         if option in annotations and feature not in annotations:
             warnings.append(f"annotation {option} has no effect without {feature}")
     return warnings
 
 
-def carries_our_annotations(pod: Json) -> bool:
-    """Whether the pod has any podpatterns.io/ annotation: without one, inject() changes nothing."""
-    metadata = pod.get("metadata")
-    if isinstance(metadata, dict):
-        for key in _annotations(metadata):  # a loop, not any(): this runs for every pod in scope
-            if key.startswith(keys.PREFIX):
-                return True
-    return False
-
-
-def inject(pod: Json, config: InjectorConfig) -> Result:
-    """Inject what the pod's annotations ask for. Raises InvalidAnnotations listing every problem."""
+def skip_reason(pod: Json) -> str | None:
+    """Why inject() changes nothing without reading any annotation's value ("opted out", or no key of
+    ours at all), or None when it has work to do. Cheap: it runs for every pod in scope."""
     metadata = pod.get("metadata")
     metadata = metadata if isinstance(metadata, dict) else {}
     annotations = _annotations(metadata)
     if _opted_out(metadata, annotations):
-        return Result(pod=pod, reason="opted out")
-    if not any(key.startswith(keys.PREFIX) for key in annotations):
-        return Result(pod=pod, reason=NOTHING_ASKED)  # most pods: no key of ours, nothing to warn about
+        return "opted out"
+    for key in annotations:
+        if key.startswith(keys.PREFIX):
+            return None
+    return NOTHING_ASKED
+
+
+def inject(pod: Json, config: InjectorConfig) -> Result:
+    """Inject what the pod's annotations ask for. Raises InvalidAnnotations listing every problem."""
+    if (reason := skip_reason(pod)) is not None:
+        return Result(pod=pod, reason=reason)
+    annotations = _annotations(pod["metadata"])
     if keys.STATUS in annotations:
         return _check_status(pod, str(annotations[keys.STATUS]))
     if not keys.wants_injection(annotations):
