@@ -31,29 +31,30 @@ class Decision:
     """What happened, for the structured log line and the metrics."""
 
     uid: str = ""
-    namespace: str = ""
-    pod: str = ""
     operation: str = ""
     result: str = "allowed"  # allowed | patched | denied | error
     reason: str = ""
     injected: tuple[str, ...] = ()
     warnings: list[str] = field(default_factory=list)
-    dry_run: bool = False
     started: float = field(default_factory=time.perf_counter)
     # A pod that carries none of our annotations: logged at debug (the metrics still count it), as
     # Istio logs the pods it skips; with the chart's matchConditions such pods never reach us anyway.
     quiet: bool = False
+    # The request, read again only if the decision is logged (most no-op reviews are not).
+    request: dict[str, Any] = field(default_factory=dict)
 
     def log_fields(self) -> dict[str, Any]:
+        request = self.request
+        pod = request.get("object")
         return {
             "uid": self.uid,
-            "namespace": self.namespace,
-            "pod": self.pod,
+            "namespace": str(request.get("namespace") or ""),
+            "pod": _pod_name(pod, request) if isinstance(pod, dict) else "",
             "operation": self.operation,
             "decision": self.result,
             "reason": self.reason,
             "injected": list(self.injected),
-            "dryRun": self.dry_run,
+            "dryRun": bool(request.get("dryRun")),
             "durationMs": round((time.perf_counter() - self.started) * 1000, 3),
         }
 
@@ -97,24 +98,20 @@ def _pod_name(pod: dict[str, Any], request: dict[str, Any]) -> str:
 
 def review(body: Any, config: InjectorConfig, decision: Decision, cache: AnswerCache | None = None) -> dict[str, Any]:
     """Answer one AdmissionReview. Raises MalformedReview only; everything else becomes an answer."""
-    request = _request(body)
+    request = decision.request = _request(body)
     uid = decision.uid = request["uid"]
-    decision.operation = str(request.get("operation", ""))
-    decision.namespace = str(request.get("namespace") or "")
-    decision.dry_run = bool(request.get("dryRun"))
-    kind = request.get("kind") if isinstance(request.get("kind"), dict) else {}
-    is_pod = kind.get("kind") == "Pod" and not request.get("subResource")
-    if not is_pod or decision.operation != "CREATE":
+    operation = decision.operation = str(request.get("operation", ""))
+    kind = request.get("kind")
+    if operation != "CREATE" or not isinstance(kind, dict) or kind.get("kind") != "Pod" or request.get("subResource"):
         # Only a pod's creation is ours to mutate; most of a pod cannot change after that.
         decision.reason = "not a pod CREATE"
         return allowed(uid)
     pod = request.get("object")
     if not isinstance(pod, dict):
         raise MalformedReview("request.object is missing or not an object")
-    decision.pod = _pod_name(pod, request)
     if (skip := skip_reason(pod)) is not None:  # most pods in an opted-in namespace, without matchConditions
         decision.reason, decision.quiet = skip, skip == NOTHING_ASKED
-        return allowed(uid)
+        return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": {"uid": uid, "allowed": True}}
     key = _cache_key(pod) if cache is not None else None
     answer = cache.get(config, key) if cache is not None and key is not None else None
     if answer is None:
