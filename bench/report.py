@@ -52,6 +52,24 @@ def growth_exponent(results: dict[str, Any], kind: str = "ours") -> dict[str, An
     return {"exponent": round(k, 3), "from_bytes": large[0][0], "to_bytes": large[-1][0], "us_per_kib": per_kib}
 
 
+def paired(per_kind: dict[str, Any], field: str, of: str = "ours", to: str = "floor") -> list[float]:
+    """`of`/`to` for each round of a workload: the two ran back to back, seconds apart, on the same host."""
+    ours, refs = per_kind.get(of, {}).get("runs", []), per_kind.get(to, {}).get("runs", [])
+    return [a[field] / b[field] for a, b in zip(ours, refs, strict=False) if a.get(field) and b.get(field)]
+
+
+def median(values: list[float]) -> float | None:
+    ordered = sorted(values)
+    n = len(ordered)
+    if not n:
+        return None
+    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+
+
+def _rounds(values: list[float], digits: int = 2) -> str:
+    return ", ".join(f"{v:.{digits}f}" for v in values)
+
+
 def _all_runs(results: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
     for per_kind in (results.get("saturation") or {}).values():
@@ -86,12 +104,13 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         per = sat.get(name, {})
         if not per:
             continue
-        r = _ratio(per.get("ours", {}).get("rps"), per.get("floor", {}).get("rps"))
+        ratios = paired(per, "rps")
+        r = median(ratios)
         add(
             f"{label}: throughput ≥ 50% of the floor",
-            f"{_fmt(per.get('ours', {}).get('rps'), 0)}/s = {_fmt(r and 100 * r, 0)}% of "
-            f"{_fmt(per.get('floor', {}).get('rps'), 0)}/s"
-            f" ({_fmt(_ratio(per.get('ours', {}).get('rps'), per.get('fastapi', {}).get('rps')), 2)}× FastAPI)",
+            f"{_fmt(r and 100 * r, 0)}% (median of {len(ratios)} paired rounds: {_rounds(ratios)}); "
+            f"best {_fmt(per.get('ours', {}).get('rps'), 0)}/s against {_fmt(per.get('floor', {}).get('rps'), 0)}/s"
+            f" ({_fmt(median(paired(per, 'rps', to='fastapi')), 2)}× FastAPI)",
             r is not None and r >= 0.5,
         )
     rate = (results.get("rates") or {}).get("1000", {}).get("ours")
@@ -111,12 +130,13 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         errors == 0 and not bad_checks,
     )
     noop = sat.get("noop", {})
-    r = _ratio(noop.get("ours", {}).get("cpu_ms_per_review"), noop.get("floor", {}).get("cpu_ms_per_review"))
+    ratios = paired(noop, "cpu_ms_per_review")
+    r = median(ratios)
     add(
         "no-op review: CPU ≤ 1.3× the floor's",
-        f"{_fmt(noop.get('ours', {}).get('cpu_ms_per_review'), 3)} vs "
-        f"{_fmt(noop.get('floor', {}).get('cpu_ms_per_review'), 3)}"
-        f" ms = {_fmt(r, 2)}×",
+        f"{_fmt(r, 2)}× (median of {len(ratios)} paired rounds: {_rounds(ratios)}); lowest "
+        f"{_fmt(noop.get('ours', {}).get('cpu_ms_per_review'), 3)} against "
+        f"{_fmt(noop.get('floor', {}).get('cpu_ms_per_review'), 3)} ms",
         r is not None and r <= 1.3,
     )
     big = (results.get("one_connection") or {}).get("large-env", {})
@@ -215,7 +235,13 @@ def markdown(results: dict[str, Any], plot_name: str | None = None) -> str:
     sat = results.get("saturation") or {}
     if sat:
         rounds = results["plan"]["rounds"]
-        add(f"## Throughput at saturation (1 worker, 16 connections, closed loop, best of {rounds})\n")
+        add(f"## Throughput at saturation (1 worker, 16 connections, closed loop, {rounds} rounds)\n")
+        add(
+            "Absolute figures are the best round of each server (req/s: highest; CPU: lowest). The ratios are the "
+            "median over rounds of ours against the reference measured just before it in the same round: the "
+            "host's speed drifts between rounds (compare the floor's own range below), and a ratio of two bests "
+            "can pair a fast moment with a slow one.\n"
+        )
         add(
             "| workload | body | podpatterns req/s | floor req/s | FastAPI req/s | ours/floor | ours/FastAPI "
             "| CPU s per 1,000: ours | floor | FastAPI | CPU ours/floor | errors (ours) | wrk CPU | other CPU | steal |"
@@ -228,14 +254,21 @@ def markdown(results: dict[str, Any], plot_name: str | None = None) -> str:
             steal = max(x.get("steal_cpu_pct", 0) or 0 for x in (o, f, a))
             add(
                 f"| {name} | {_kib(w[name]['bytes'])} | {_fmt(o.get('rps'), 0)} | {_fmt(f.get('rps'), 0)} | "
-                f"{_fmt(a.get('rps'), 0)} | {_fmt(_ratio(o.get('rps'), f.get('rps')), 2)} | "
-                f"{_fmt(_ratio(o.get('rps'), a.get('rps')), 2)} | {_fmt(o.get('cpu_ms_per_review'), 3)} | "
+                f"{_fmt(a.get('rps'), 0)} | {_fmt(median(paired(per, 'rps')), 2)} | "
+                f"{_fmt(median(paired(per, 'rps', to='fastapi')), 2)} | {_fmt(o.get('cpu_ms_per_review'), 3)} | "
                 f"{_fmt(f.get('cpu_ms_per_review'), 3)} | {_fmt(a.get('cpu_ms_per_review'), 3)} | "
-                f"{_fmt(_ratio(o.get('cpu_ms_per_review'), f.get('cpu_ms_per_review')), 2)}× | "
+                f"{_fmt(median(paired(per, 'cpu_ms_per_review')), 2)}× | "
                 f"{o.get('errors', '–')} | "
                 f"≤{gen:.0f}% | ≤{other:.0f}% | ≤{steal:.0f}% |"
             )
         add("")
+        spreads = []
+        for name, per in sat.items():
+            floor_rps = [r["rps"] for r in per.get("floor", {}).get("runs", [])]
+            if floor_rps:
+                spreads.append(f"{name} {min(floor_rps):,.0f}–{max(floor_rps):,.0f}")
+        if spreads:
+            add("The floor's own req/s over the rounds (the host's drift): " + "; ".join(spreads) + ".\n")
         add("Workloads: " + "; ".join(f"**{n}**: {w[n]['description']}" for n in sat) + ".\n")
 
     one = results.get("one_connection") or {}

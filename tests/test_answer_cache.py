@@ -163,7 +163,9 @@ def test_the_byte_bound_counts_warnings_and_denial_messages() -> None:
     assert len(cache) == 3  # each entry holds about 6 KB of messages
 
 
-def test_unanswerable_keys_and_errors_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unanswerable_keys_and_errors_are_not_kept(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     cache = AnswerCache()
     deep: dict[str, Any] = {}
     node = deep
@@ -188,6 +190,8 @@ def test_unanswerable_keys_and_errors_are_not_kept(monkeypatch: pytest.MonkeyPat
     first = shared_review("deployment-elasticsearch.json")
     failed, decision = answer(first, cache)
     assert failed["response"]["status"]["code"] == 500 and decision.result == "error"
+    logged = [r for r in caplog.records if r.getMessage() == "injection failed"]
+    assert logged and logged[0].exc_info and "a bug of ours" in str(logged[0].exc_info[1])  # the traceback
     retried, decision = answer(replica(first, 1), cache)
     assert decision.result == "patched" and retried["response"]["patch"] and len(calls) == 2
 

@@ -9,6 +9,7 @@ An unexpected exception -> `allowed: false`, code 500, uid echoed (the chart's f
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,6 +119,7 @@ def review(body: Any, config: InjectorConfig, decision: Decision, cache: AnswerC
         try:
             answer = decide(pod, config)
         except Exception as exc:  # a bug of ours must still answer, with the uid, and never hang
+            logging.getLogger("podpatterns").exception("injection failed", extra={"fields": {"uid": uid}})
             decision.result, decision.reason = "error", f"{type(exc).__name__}"
             return denied(uid, f"podpatterns failed unexpectedly ({type(exc).__name__}); see the webhook's log", 500)
         if cache is not None and key is not None:

@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 
 # Bounded in entries and bytes so that distinct pods (a DaemonSet, hostile input) cannot grow memory.
-MAX_ENTRIES = 256
-MAX_BYTES = 4 * 1024 * 1024
+MAX_ENTRIES = 128  # a rollout needs one; this is many templates rolling out at once
+MAX_BYTES = 2 * 1024 * 1024
 MAX_POD_BYTES = 64 * 1024  # bigger pods are answered but not kept: they are rare and would crowd others out
 # A review body this big cannot hold a pod small enough to keep (managedFields alone roughly double a pod):
 # such reviews skip the cache without serialising the pod for a key.
