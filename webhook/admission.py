@@ -36,16 +36,16 @@ class Decision:
     result: str = "allowed"  # allowed | patched | denied | error
     reason: str = ""
     injected: tuple[str, ...] = ()
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] | tuple[str, ...] = ()
     started: float = field(default_factory=time.perf_counter)
     # A pod that carries none of our annotations: logged at debug (the metrics still count it), as
     # Istio logs the pods it skips; with the chart's matchConditions such pods never reach us anyway.
     quiet: bool = False
     # The request, read again only if the decision is logged (most no-op reviews are not).
-    request: dict[str, Any] = field(default_factory=dict)
+    request: dict[str, Any] | None = None
 
     def log_fields(self) -> dict[str, Any]:
-        request = self.request
+        request = self.request or {}
         pod = request.get("object")
         return {
             "uid": self.uid,
