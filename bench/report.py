@@ -410,6 +410,10 @@ def markdown(results: dict[str, Any], plot_name: str | None = None) -> str:
         )
     if plot_name:
         add(f"![latency against offered load and body size]({plot_name})\n")
+    add(
+        "What the profiles showed, what changed and what is left: [bench/NOTES.md](NOTES.md) "
+        "(written by hand; this file is generated).\n"
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -68,7 +68,7 @@ def test_short_measurement_against_our_server(tmp_path: Path) -> None:
     bench.setup()
     started = bench.start(1, kinds=("ours",))
     try:
-        checks = bench.precheck(started)
+        checks = bench.precheck(started, bench.standard + bench.sweep)
         assert {checks["ours"][n] for n in ("small", "typical", "large-20c", "noop")} == {"ok"}
         run = bench.measure(started["ours"], ["typical"], seconds=2, connections=4)
         memory = started["ours"].memory()[0]
