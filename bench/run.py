@@ -89,9 +89,10 @@ class Plan:
         rates = [100, 500, 1000, 2000, 4000]
         return cls(
             quick=False,
-            rounds=6,  # ratios are medians over rounds: more rounds, less of the host's drift
-            sat_seconds=2,
-            one_conn_rounds=2,
+            # Ratios are medians of paired rounds: many short rounds follow the host's drift more closely.
+            rounds=10,
+            sat_seconds=1,
+            one_conn_rounds=3,
             one_conn_seconds=1,
             rates=rates,
             rate_seconds={r: (15 if r <= 100 else 8) for r in rates},
