@@ -64,8 +64,11 @@ def _annotations(metadata: Json) -> dict[str, str]:
 
 def _opted_out(metadata: Json, annotations: dict[str, str]) -> bool:
     labels = metadata.get("labels")
-    labels = labels if isinstance(labels, dict) else {}
-    return "false" in (str(annotations.get(keys.INJECT, "")).lower(), str(labels.get(keys.INJECT, "")).lower())
+    for source in (annotations, labels if isinstance(labels, dict) else None):
+        value = source.get(keys.INJECT) if source else None
+        if value is not None and str(value).lower() == "false":
+            return True
+    return False
 
 
 def _check_status(pod: Json, raw: str) -> Result:
