@@ -54,15 +54,20 @@ def test_a_pod_that_differs_anywhere_else_is_answered_afresh() -> None:
     assert got["response"]["patch"] != answer(first, cache)[0]["response"]["patch"]
 
 
-def test_a_denial_is_replayed_with_its_message_and_warnings() -> None:
-    cache = AnswerCache()
-    pod = {
+def denied_pod() -> dict[str, Any]:
+    """A pod whose tls-proxy Secret name is invalid (denied), with an unknown key (a warning)."""
+    return {
         "metadata": {
             "generateName": "web-",
             "annotations": {"podpatterns.io/tls-proxy": "Bad_Name", "podpatterns.io/x": "1"},
         },
         "spec": {"containers": [{"name": "app", "image": "nginx", "ports": [{"containerPort": 80}]}]},
     }
+
+
+def test_a_denial_is_replayed_with_its_message_and_warnings() -> None:
+    cache = AnswerCache()
+    pod = denied_pod()
     denials = [answer(review_for(copy.deepcopy(pod)), cache) for _ in range(2)]
     assert cache.hits == 1
     (a, da), (b, db) = denials
@@ -109,13 +114,7 @@ def test_the_cache_is_bounded_in_entries_and_bytes() -> None:
 
 def test_editing_a_returned_answer_does_not_change_the_next_replicas() -> None:
     cache = AnswerCache()
-    pod = {
-        "metadata": {
-            "generateName": "web-",
-            "annotations": {"podpatterns.io/tls-proxy": "Bad_Name", "podpatterns.io/x": "1"},
-        },
-        "spec": {"containers": [{"name": "app", "image": "nginx", "ports": [{"containerPort": 80}]}]},
-    }
+    pod = denied_pod()
     first, _ = answer(review_for(copy.deepcopy(pod)), cache)
     expected = copy.deepcopy(first["response"])
     first["response"]["warnings"].append("edited")

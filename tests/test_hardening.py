@@ -59,6 +59,13 @@ def closed_within(sock: ssl.SSLSocket, seconds: float) -> bool:
         return False
 
 
+def raw_review(fixture: str) -> tuple[bytes, bytes]:
+    """The head and body of a POST /mutate of a recorded review, to write on a raw socket."""
+    body = json.dumps(shared_review(fixture)).encode()
+    head = f"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode(), body
+
+
 def read_status(reader: Any) -> int:
     """Read one whole HTTP/1.1 response (with Content-Length) and return its status."""
     status = int(reader.readline().split()[1])
@@ -105,18 +112,17 @@ def test_a_stalled_body_is_cut_off(strict_server: Server) -> None:
 
 def test_each_request_on_a_kept_alive_connection_gets_its_own_read_deadline(strict_server: Server) -> None:
     """The guard's timer is per connection: a request that began after it was set is timed from its start."""
-    body = json.dumps(shared_review("deployment-elasticsearch.json")).encode()
-    head = f"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    head, body = raw_review("deployment-elasticsearch.json")
     with tls_socket(strict_server) as sock:
         reader = sock.makefile("rb")
-        sock.sendall(head.encode() + body)
+        sock.sendall(head + body)
         assert read_status(reader) == 200
         time.sleep(0.7 * READ_TIMEOUT)
-        sock.sendall(head.encode())  # the second request begins before the first's deadline passes ...
+        sock.sendall(head)  # the second request begins before the first's deadline passes ...
         time.sleep(0.6 * READ_TIMEOUT)  # ... and is still within its own when that deadline passes
         sock.sendall(body)
         assert read_status(reader) == 200, "a request within its own deadline was cut"
-        sock.sendall(head.encode() + body[:10])  # a third request that stalls is still cut off
+        sock.sendall(head + body[:10])  # a third request that stalls is still cut off
         started = time.monotonic()
         assert closed_within(sock, READ_TIMEOUT + 3)
         assert time.monotonic() - started > 0.5 * READ_TIMEOUT
@@ -125,11 +131,10 @@ def test_each_request_on_a_kept_alive_connection_gets_its_own_read_deadline(stri
 def test_a_bare_line_break_after_an_answer_starts_the_read_deadline(strict_server: Server) -> None:
     """httptools skips a CRLF between requests without beginning a message, and uvicorn's keep-alive timer
     stops at the first byte: without the guard's clock, a client could hold its connection forever."""
-    body = json.dumps(shared_review("pod-plain.json")).encode()
-    head = f"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    head, body = raw_review("pod-plain.json")
     with tls_socket(strict_server) as sock:
         reader = sock.makefile("rb")
-        sock.sendall(head.encode() + body)
+        sock.sendall(head + body)
         assert read_status(reader) == 200
         sock.sendall(b"\r\n")
         assert closed_within(sock, READ_TIMEOUT + 3)
