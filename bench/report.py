@@ -53,9 +53,13 @@ def growth_exponent(results: dict[str, Any], kind: str = "ours") -> dict[str, An
 
 
 def paired(per_kind: dict[str, Any], field: str, of: str = "ours", to: str = "floor") -> list[float]:
-    """`of`/`to` for each round of a workload: the two ran back to back, seconds apart, on the same host."""
+    """`of`/`to` for each round of a workload: both ran in the same round, seconds apart, on the same host.
+
+    A round in which `of` answered nothing counts against it (0 throughput, infinite CPU per review).
+    """
     ours, refs = per_kind.get(of, {}).get("runs", []), per_kind.get(to, {}).get("runs", [])
-    return [a[field] / b[field] for a, b in zip(ours, refs, strict=False) if a.get(field) and b.get(field)]
+    worst = 0.0 if field == "rps" else math.inf
+    return [(a[field] / b[field] if a.get(field) else worst) for a, b in zip(ours, refs, strict=False) if b.get(field)]
 
 
 def median(values: list[float]) -> float | None:
@@ -238,9 +242,9 @@ def markdown(results: dict[str, Any], plot_name: str | None = None) -> str:
         add(f"## Throughput at saturation (1 worker, 16 connections, closed loop, {rounds} rounds)\n")
         add(
             "Absolute figures are the best round of each server (req/s: highest; CPU: lowest). The ratios are the "
-            "median over rounds of ours against the reference measured just before it in the same round: the "
-            "host's speed drifts between rounds (compare the floor's own range below), and a ratio of two bests "
-            "can pair a fast moment with a slow one.\n"
+            "median over rounds of ours against the reference measured in the same round, seconds apart (ours "
+            "first in even rounds, last in odd ones): the host's speed drifts between rounds (compare the "
+            "floor's own range below), and a ratio of two bests can pair a fast moment with a slow one.\n"
         )
         add(
             "| workload | body | podpatterns req/s | floor req/s | FastAPI req/s | ours/floor | ours/FastAPI "

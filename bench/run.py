@@ -298,8 +298,10 @@ class Bench:
     def saturation(self, started: dict[str, servers.Server], names: list[str], rounds: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for rnd in range(rounds):
+            # Ours first in even rounds, last in odd ones: no server always gets the same place in a round.
+            order = list(started.items()) if rnd % 2 == 0 else list(reversed(started.items()))
             for name in names:
-                for kind, server in started.items():
+                for kind, server in order:
                     run = self.measure(server, [name], seconds=self.plan.sat_seconds, connections=self.plan.connections)
                     out.setdefault(name, {}).setdefault(kind, {"runs": []})["runs"].append(run)
                     say(
@@ -588,6 +590,8 @@ def main(argv: list[str] | None = None) -> int:
         if plot:
             shutil.copy(plot, BENCH_DIR / "RESULTS.png")
     say(f"\nwrote {out / 'results.json'}, {out / 'RESULTS.md'}" + (f", {plot}" if plot else ""))
-    failed = [t for t in results["targets"] if t["met"] is False]
-    say(f"{len(results['targets']) - len(failed)} of {len(results['targets'])} targets met; {results['elapsed_s']} s")
+    judged = [t for t in results["targets"] if t["met"] is not None]
+    met = sum(1 for t in judged if t["met"])
+    reported = len(results["targets"]) - len(judged)
+    say(f"{met} of {len(judged)} targets met ({reported} reported only); {results['elapsed_s']} s")
     return 0

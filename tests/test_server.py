@@ -101,6 +101,15 @@ def test_gzip_body_is_accepted(client: httpx.Client) -> None:
     assert response.status_code == 200 and response.json()["response"]["uid"] == review["request"]["uid"]
 
 
+def test_a_corrupt_gzip_body_is_a_400(client: httpx.Client) -> None:
+    good = gzip.compress(json.dumps(shared_review("pod-dry-run.json")).encode())
+    corrupt = good[:10] + bytes(b ^ 0xFF for b in good[10:40]) + good[40:]  # a valid header, broken deflate data
+    response = client.post(
+        "/mutate", content=corrupt, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    )
+    assert response.status_code == 400 and "could not be read" in response.json()["error"]
+
+
 @pytest.mark.parametrize("operation", ["UPDATE", "DELETE", "CONNECT"])
 def test_other_operations_are_allowed_unchanged(client: httpx.Client, operation: str) -> None:
     review = review_for(

@@ -21,6 +21,7 @@ from webhook.injection import NOTHING_ASKED, InjectorConfig, InvalidAnnotations,
 from webhook.patch import make_patch
 
 API_VERSION = "admission.k8s.io/v1"
+NOT_A_POD_CREATE = "not a pod CREATE"
 
 
 class MalformedReview(Exception):
@@ -46,7 +47,7 @@ class Decision:
 
     def log_fields(self) -> dict[str, Any]:
         request = self.request or {}
-        pod = request.get("object")
+        pod = request.get("object") if self.reason != NOT_A_POD_CREATE else None
         return {
             "uid": self.uid,
             "namespace": str(request.get("namespace") or ""),
@@ -94,7 +95,7 @@ def _request(review: Any) -> dict[str, Any]:
 def _pod_name(pod: dict[str, Any], request: dict[str, Any]) -> str:
     # Controller-made pods have no name yet at admission, only generateName.
     metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
-    return str(request.get("name") or metadata.get("name") or (metadata.get("generateName") or "") + "*")
+    return str(request.get("name") or metadata.get("name") or f"{metadata.get('generateName') or ''}*")
 
 
 def review(body: Any, config: InjectorConfig, decision: Decision, cache: AnswerCache | None = None) -> dict[str, Any]:
@@ -105,7 +106,7 @@ def review(body: Any, config: InjectorConfig, decision: Decision, cache: AnswerC
     kind = request.get("kind")
     if operation != "CREATE" or not isinstance(kind, dict) or kind.get("kind") != "Pod" or request.get("subResource"):
         # Only a pod's creation is ours to mutate; most of a pod cannot change after that.
-        decision.reason = "not a pod CREATE"
+        decision.reason = NOT_A_POD_CREATE
         return allowed(uid)
     pod = request.get("object")
     if not isinstance(pod, dict):

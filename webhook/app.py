@@ -14,6 +14,7 @@ import gzip
 import io
 import logging
 import time
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,7 +181,7 @@ class MutateEndpoint:
                 body = await _read_body(receive, length, encoding)
             except BodyTooLarge:
                 status, body = self._malformed(413, f"the body exceeds {MAX_BODY_BYTES} bytes")
-            except (ClientDisconnect, OSError, EOFError, gzip.BadGzipFile):
+            except (ClientDisconnect, OSError, EOFError, gzip.BadGzipFile, zlib.error):
                 status, body = self._malformed(400, "the body could not be read")
             else:
                 status, body = self.answer(body, started)
