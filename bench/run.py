@@ -253,7 +253,7 @@ class Bench:
         # the estimate given); the length is bounded whatever the rate (a slow server answers fewer reviews).
         probe = self.measure(server, mix, seconds=2, connections=self.plan.connections, expect='"allowed":true')
         rps_estimate = probe["rps"] or rps_estimate
-        wanted = math.ceil(1.15 * self.plan.leak_reviews / max(rps_estimate, 1.0))
+        wanted = math.ceil(1.5 * self.plan.leak_reviews / max(rps_estimate, 1.0))  # margin: the probe runs warm
         seconds = min(self.plan.leak_max_seconds, max(2.0, wanted))
         samples: list[dict[str, Any]] = [{"t": 0.0, **server.memory()[0]}]
         done = threading.Event()
