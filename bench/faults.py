@@ -29,6 +29,7 @@ import orjson
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from bench import servers
 from webhook import certs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,31 +92,10 @@ class Load:
         return self.phase
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start(live: Path, ca: Path, config: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+    port = servers.free_port()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "webhook",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--tls-cert",
-            str(live / "tls.crt"),
-            "--tls-key",
-            str(live / "tls.key"),
-            "--config",
-            str(config),
-        ],
+        [*servers.command("ours", port, live / "tls.crt", live / "tls.key", 1), "--config", str(config)],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         cwd=ROOT,

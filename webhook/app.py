@@ -164,7 +164,7 @@ class MutateEndpoint:
     def __init__(self, holder: ConfigHolder, metrics: Metrics) -> None:
         self.holder, self.metrics, self.log = holder, metrics, logs.get()
         self.cache = AnswerCache()
-        self.counts = metrics.reviews  # (one call less per review than metrics.count_review)
+        self.counts = metrics.reviews  # what every answered review counts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One flat coroutine: every review passes here, and each extra await level costs.

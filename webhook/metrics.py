@@ -113,7 +113,3 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(CertReloads())
-
-    def count_review(self, result: str, injected: tuple[str, ...], seconds: float) -> None:
-        """Everything one answered review counts (the hot path: one call per review)."""
-        self.reviews.count(result, injected, seconds)
