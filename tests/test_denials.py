@@ -278,6 +278,12 @@ CASES += [
     ),
     ("mysql-no-secret", pod({P + "exporter": "mysql"}), P + "exporter", "MYSQLD_EXPORTER_USER"),
     (
+        "postgres-without-credentials",
+        pod({P + "exporter": "postgres"}, ports=[{"containerPort": 5432}]),
+        P + "exporter",
+        "set podpatterns.io/exporter-secret to a Secret holding DATA_SOURCE_USER and DATA_SOURCE_PASS",
+    ),
+    (
         "metrics-name-taken",
         pod({P + "exporter": "redis"}, ports=[{"containerPort": 8080, "name": "metrics"}]),
         P + "exporter",
@@ -346,3 +352,25 @@ def test_lowering_only_a_limit_lowers_the_default_request_with_it(config: Inject
         "limits": {"cpu": "5m", "memory": "32Mi"},
         "requests": {"cpu": "5m", "memory": "16Mi"},
     }
+
+
+@pytest.mark.parametrize("native", ["true", "false"])
+def test_a_taken_metrics_port_name_is_explained_accurately(native: str, config: InjectorConfig) -> None:
+    # Kubernetes resolves a named targetPort to the first container port of that name, containers before native
+    # sidecars: the app's port would win; and native sidecars' named ports resolve only from 1.32.
+    taken = pod(
+        {P + "exporter": "redis", P + "native-sidecars": native}, ports=[{"containerPort": 8080, "name": "metrics"}]
+    )
+    with pytest.raises(InvalidAnnotations) as info:
+        inject(taken, config)
+    message = str(info.value)
+    assert "would resolve to the app's port, never to the exporter's" in message
+    assert ("only from Kubernetes 1.32" in message) is (native == "true")
+    assert "select it by name" not in message
+
+
+def test_postgres_with_a_secret_gets_the_credentials_as_env(config: InjectorConfig) -> None:
+    result = inject(pod({P + "exporter": "postgres", P + "exporter-secret": "pg-exporter"}), config)
+    exporter = next(c for c in result.pod["spec"]["initContainers"] if c["name"] == "podpatterns-exporter")
+    assert exporter["envFrom"] == [{"secretRef": {"name": "pg-exporter"}}]
+    assert exporter["env"] == [{"name": "DATA_SOURCE_URI", "value": "localhost:8080/postgres?sslmode=disable"}]

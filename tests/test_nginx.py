@@ -1,12 +1,15 @@
-"""The TLS ambassador's nginx config run by a real nginx: syntax, TLS policy, mTLS, TCP, rotation, injection safety.
+"""The TLS ambassador run by a real nginx: syntax, TLS policy, mTLS, TCP, rotation, start checks, IPv6, WebSockets.
 
-Each test lays out a pod's filesystem under a temp dir (the config's absolute directories are rewritten to it)
-and runs /usr/sbin/nginx on free ports. Debian builds the stream module as a dynamic module while the production
-image (nginx-unprivileged) has it built in, so only here is a load_module line prepended for tcp mode.
+Each test lays out a pod's filesystem under a temp dir (the absolute directories of the config and of the start
+script are rewritten to it) and starts the proxy with its own container command, the constant start script, run
+by busybox's sh and sed as in the alpine image, with /usr/sbin/nginx, on free ports. Debian builds the stream
+module as a dynamic module while the production image (nginx-unprivileged) has it built in: these tests load it
+through the config field a user of a Debian-based image sets, tlsProxy.loadModules.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import hashlib
@@ -38,16 +41,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.conftest import GOLDEN_CONFIG
 from tests.helpers import GOLDEN
 from webhook.certs import generate_ca, generate_serving_cert
-from webhook.injection import InjectorConfig, InvalidAnnotations, inject, tls_proxy
+from webhook.injection import InjectorConfig, InvalidAnnotations, inject, parse_config, tls_proxy
 from webhook.injection import annotations as keys
 from webhook.injection.nginx_conf import CLIENT_CA_DIR, TLS_DIR, TMP_DIR, ProxySpec, render
-from webhook.offline import _pod_slots
+from webhook.offline import _pod_slots, inject_documents, load_documents
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+BUSYBOX = shutil.which("busybox") or "/usr/bin/busybox"
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
-INSTALL_HINT = "run .ci/setup.sh (apt-get install nginx-light libnginx-mod-stream)"
+DEBIAN_MODULES = (STREAM_MODULE,)  # what tlsProxy.loadModules says for a Debian nginx
+INSTALL_HINT = "run .ci/setup.sh (apt-get install nginx-light libnginx-mod-stream busybox)"
 PEM = serialization.Encoding.PEM
 Key = ec.EllipticCurvePrivateKey
 
@@ -111,7 +117,7 @@ class Pki:
     other_ca: tuple[Key, x509.Certificate]  # a CA the pod does not trust
 
     def serving_cert(self) -> tuple[Key, x509.Certificate]:
-        return generate_serving_cert(*self.ca, dns_names=["localhost"], ip_addresses=["127.0.0.1"])
+        return generate_serving_cert(*self.ca, dns_names=["localhost"], ip_addresses=["127.0.0.1", "::1"])
 
 
 @pytest.fixture(scope="module")
@@ -122,34 +128,42 @@ def pki() -> Pki:
 # --- ports -----------------------------------------------------------------------------------------------------
 
 
-LISTEN = re.compile(r"^ *listen (?:\[::\]:)?(\d+) ssl;$", re.MULTILINE)
+LISTEN = re.compile(r"^ *listen \[::\]:(\d+) ssl ipv6only=off;$", re.MULTILINE)
+
+
+def host_has_ipv6() -> bool:
+    """What the start script looks at: an IPv6 address in this network namespace (loopback's ::1 will do)."""
+    try:
+        return bool(Path(tls_proxy.IF_INET6).read_text().strip())
+    except OSError:
+        return False
+
+
+def wildcard_socket() -> socket.socket:
+    """A socket like nginx's: [::] for both families where there is IPv6, else 0.0.0.0."""
+    if not host_has_ipv6():
+        return socket.socket()
+    s = socket.socket(socket.AF_INET6)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    return s
 
 
 def bindable(port: int) -> bool:
     # Below 1024 needs root, which nginx does not have here (in the pod, a sysctl opens low ports to it).
     if port < 1024:
         return False
-    with socket.socket() as s:
+    with wildcard_socket() as s:
         try:
-            s.bind(("0.0.0.0", port))
+            s.bind(("", port))
         except OSError:
             return False
     return True
 
 
-def ipv6_available() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::", 0))
-    except OSError:
-        return False
-    return True
-
-
 def free_port() -> int:
-    # nginx's `listen PORT` binds every address, so probe the wildcard.
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
+    # nginx binds every address of both families, so probe the wildcard.
+    with wildcard_socket() as s:
+        s.bind(("", 0))
         return int(s.getsockname()[1])
 
 
@@ -189,14 +203,15 @@ class PodFs:
         self.put(self.root / "tls" / "tls.key", key_pem(key), 0o600)  # key first: the cert then finds its key
         self.put(self.root / "tls" / "tls.crt", pem(cert))
 
-    def localize(self, conf: str) -> str:
-        """The config with only the pod's absolute directories moved here (one pass: the temp dir is under /tmp)."""
+    def localize(self, text: str, *, ipv6: bool = True) -> str:
+        """A config or the start script with only the pod's absolute directories moved here (one pass: the temp
+        dir is under /tmp). ipv6=False points the script at an empty address list: a kernel without IPv6."""
         mapping = self.mapping
-        pattern = re.compile("|".join(re.escape(d) for d in sorted(mapping, key=len, reverse=True)) + r"(?=[/;\s])")
-        local = pattern.sub(lambda m: mapping[m.group()], conf)
+        if not ipv6:
+            mapping[tls_proxy.IF_INET6] = str(self.root / "if_inet6")
+        pattern = re.compile("|".join(re.escape(d) for d in sorted(mapping, key=len, reverse=True)) + r"(?=[/;\s]|$)")
+        local = pattern.sub(lambda m: mapping[m.group()], text)
         assert "/etc/podpatterns" not in local
-        if re.search(r"^stream \{", conf, re.MULTILINE):
-            local = f"load_module {STREAM_MODULE};\n" + local
         return local
 
     def write_conf(self, conf: str) -> Path:
@@ -213,20 +228,40 @@ class PodFs:
         conf = LISTEN.sub(lambda m: m.group().replace(m.group(1), str(moved.get(int(m.group(1)), m.group(1)))), conf)
         return subprocess.run(self.args(conf, "-t"), capture_output=True, text=True, timeout=10, **run_as())
 
-    def start(self, spec: ProxySpec) -> None:
-        log = self.root / "nginx.log"
-        with log.open("ab") as out:
+    def launch(self, spec: ProxySpec, *, ipv6: bool = True) -> subprocess.Popen[bytes]:
+        """The proxy container's own command and env, as injected, with the pod's directories moved here."""
+        command = tls_proxy.start_command(mutual_tls=spec.mutual_tls)
+        command = [str(self.root / "bin" / "sh"), *(self.localize(part, ipv6=ipv6) for part in command[1:])]
+        env = {"PATH": str(self.root / "bin"), tls_proxy.CONF_ENV: self.localize(render(spec))}
+        with self.log.open("ab") as out:
             proc = subprocess.Popen(
-                self.args(render(spec)), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **run_as()
+                command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **run_as()
             )
         self.procs.append(proc)
+        return proc
+
+    @property
+    def log(self) -> Path:
+        return self.root / "nginx.log"
+
+    def start(self, spec: ProxySpec, *, ipv6: bool = True) -> None:
+        proc = self.launch(spec, ipv6=ipv6)
         deadline = time.monotonic() + 5
         while True:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", spec.listen_port), timeout=1):
                 return
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"nginx did not start listening on {spec.listen_port}:\n{log.read_text()}")
+                pytest.fail(f"nginx did not start listening on {spec.listen_port}:\n{self.log.read_text()}")
             time.sleep(0.02)
+
+    def start_fails(self, spec: ProxySpec) -> tuple[int, str]:
+        """The exit status and output of a start command that must give up on its own, quickly."""
+        proc = self.launch(spec)
+        try:
+            status = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the proxy started, but should have refused to:\n{self.log.read_text()}")
+        return status, self.log.read_text()
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -252,6 +287,8 @@ def nginx_installed() -> None:
         pytest.fail(f"nginx not found at {NGINX}: {INSTALL_HINT}")
     if not Path(STREAM_MODULE).is_file():
         pytest.fail(f"nginx stream module not found at {STREAM_MODULE}: {INSTALL_HINT}")
+    if not Path(BUSYBOX).is_file():
+        pytest.fail(f"busybox not found at {BUSYBOX} (the image's sh and sed): {INSTALL_HINT}")
 
 
 @pytest.fixture
@@ -260,9 +297,13 @@ def pod(pki: Pki) -> Iterator[PodFs]:
     root = Path(tempfile.mkdtemp(prefix="podpatterns-nginx-"))
     fs = PodFs(root, pki)
     try:
-        for sub in ("", "tls", "client-ca", "tmp", "nginx"):
+        for sub in ("", "tls", "client-ca", "tmp", "nginx", "bin"):
             (root / sub).mkdir(exist_ok=True)
             chown(root / sub)
+        # The image's tools: busybox's sh and sed (alpine's are busybox's too), and nginx.
+        for tool, target in (("sh", BUSYBOX), ("sed", BUSYBOX), ("nginx", NGINX)):
+            os.symlink(target, root / "bin" / tool)
+        (root / "if_inet6").touch()  # what a kernel without IPv6 lists
         fs.install_tls(*pki.serving_cert())
         fs.put(root / "client-ca" / "ca.crt", pem(pki.client_ca[1]))
         yield fs
@@ -386,12 +427,12 @@ def served_serial(ctx: ssl.SSLContext, port: int) -> int:
     return x509.load_der_x509_certificate(der).serial_number
 
 
-def tls_echo(ctx: ssl.SSLContext, port: int, payload: bytes) -> bytes:
+def tls_echo(ctx: ssl.SSLContext, port: int, payload: bytes, host: str = "127.0.0.1") -> bytes:
     """Send payload over TLS and read back as many bytes (fewer if the peer closes)."""
     got = b""
     with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
-        ctx.wrap_socket(sock, server_hostname="127.0.0.1") as tls,
+        socket.create_connection((host, port), timeout=5) as sock,
+        ctx.wrap_socket(sock, server_hostname=host) as tls,
     ):
         tls.sendall(payload)
         while len(got) < len(payload) and (chunk := tls.recv(65536)):
@@ -468,25 +509,46 @@ def proxy_conf(pod: dict[str, Any]) -> str | None:
     return None
 
 
+def pod_confs(docs: list[Any]) -> list[tuple[str, str]]:
+    """(label, nginx.conf) of every pod with a TLS proxy in these documents."""
+    found = []
+    for index in range(len(docs)):
+        for parent, key, label in _pod_slots(docs, index):
+            if conf := proxy_conf(parent[key]):
+                found.append((label, conf))
+    return found
+
+
+def debian_config() -> InjectorConfig:
+    """The golden config as a user of a Debian-based nginx image writes it."""
+    data = yaml.safe_load(GOLDEN_CONFIG.read_text())
+    data.setdefault("tlsProxy", {})["loadModules"] = list(DEBIAN_MODULES)
+    return parse_config(data)
+
+
 def golden_confs() -> list[Any]:
+    """The golden cases' proxies, injected with loadModules for this host's nginx, beside the golden output's."""
     params = []
-    for path in sorted(GOLDEN.glob("*.injected.yaml")):
-        docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-        for index in range(len(docs)):
-            for parent, key, label in _pod_slots(docs, index):
-                if conf := proxy_conf(parent[key]):
-                    params.append(pytest.param(conf, id=f"{path.name.removesuffix('.injected.yaml')}:{label}"))
+    for case in sorted(GOLDEN.glob("*.yaml")):
+        if case.name == "config.yaml" or case.name.endswith(".injected.yaml"):
+            continue
+        docs = load_documents(case.read_text())
+        injected_before = {label for label, _ in pod_confs(docs)}  # kept as they are: nothing is rendered
+        out, _warnings, errors = inject_documents(docs, debian_config())
+        assert not errors, errors
+        golden = pod_confs(load_documents(case.with_name(case.stem + ".injected.yaml").read_text()))
+        for (label, conf), (_, golden_conf) in zip(pod_confs(out), golden, strict=True):
+            if label not in injected_before:
+                params.append(pytest.param(conf, golden_conf, id=f"{case.stem}:{label}"))
     return params
 
 
 GOLDEN_CONFS = golden_confs()
 SPECS = [
-    ProxySpec(8443, 8080, protocol, mtls, ipv6, paths)
-    for protocol, mtls, ipv6, paths in itertools.product(
-        ("http", "tcp"), (False, True), (False, True), ((), ("/healthz",), ("/ready", "/live", "/drain"))
+    ProxySpec(8443, 8080, protocol, mtls, paths, load_modules=DEBIAN_MODULES)
+    for protocol, mtls, paths in itertools.product(
+        ("http", "tcp"), (False, True), ((), ("/healthz",), ("/ready", "/live", "/drain"))
     )
-    # `listen [::]:` needs IPv6 on this host (as in the pod: hence listenIPv6 is opt-in).
-    if ipv6_available() or not ipv6
 ]
 
 
@@ -498,8 +560,14 @@ def test_golden_outputs_carry_the_tls_proxy_cases() -> None:
     assert any("ssl_verify_client optional" in c for c in confs)
 
 
-@pytest.mark.parametrize("conf", GOLDEN_CONFS)
-def test_nginx_accepts_every_config_in_the_golden_outputs(pod: PodFs, conf: str) -> None:
+@pytest.mark.parametrize(("conf", "golden_conf"), GOLDEN_CONFS)
+def test_nginx_accepts_every_config_in_the_golden_outputs(pod: PodFs, conf: str, golden_conf: str) -> None:
+    # The golden output (the production image: stream built in) is this config without the load_module lines,
+    # which open it, in every mode: a wrong module path fails every proxy, not only the tcp ones.
+    modules = [f"load_module {module};" for module in DEBIAN_MODULES]
+    lines = conf.splitlines()
+    assert lines[1 : 1 + len(modules)] == modules
+    assert [line for line in lines if line not in modules] == golden_conf.splitlines()
     result = pod.check(conf)
     assert result.returncode == 0, result.stderr
 
@@ -507,7 +575,7 @@ def test_nginx_accepts_every_config_in_the_golden_outputs(pod: PodFs, conf: str)
 @pytest.mark.parametrize(
     "spec",
     SPECS,
-    ids=lambda s: f"{s.protocol}-mtls{int(s.mutual_tls)}-ipv6{int(s.ipv6)}-{'+'.join(s.open_paths) or 'noprobe'}",
+    ids=lambda s: f"{s.protocol}-mtls{int(s.mutual_tls)}-{'+'.join(s.open_paths) or 'noprobe'}",
 )
 def test_nginx_accepts_every_rendered_combination(pod: PodFs, spec: ProxySpec) -> None:
     result = pod.check(render(spec))
@@ -520,7 +588,7 @@ def test_nginx_accepts_every_rendered_combination(pod: PodFs, spec: ProxySpec) -
 @pytest.fixture
 def http_proxy(pod: PodFs, http_app: HttpApp) -> int:
     port = free_port()
-    pod.start(ProxySpec(port, app_port(http_app), "http", mutual_tls=False, ipv6=False))
+    pod.start(ProxySpec(port, app_port(http_app), "http", mutual_tls=False, load_modules=DEBIAN_MODULES))
     return port
 
 
@@ -583,7 +651,11 @@ def test_a_large_post_body_streams_through_intact(pki: Pki, pod: PodFs, http_pro
 @pytest.fixture
 def mtls_proxy(pod: PodFs, http_app: HttpApp) -> int:
     port = free_port()
-    pod.start(ProxySpec(port, app_port(http_app), "http", mutual_tls=True, ipv6=False, open_paths=("/healthz",)))
+    pod.start(
+        ProxySpec(
+            port, app_port(http_app), "http", mutual_tls=True, open_paths=("/healthz",), load_modules=DEBIAN_MODULES
+        )
+    )
     return port
 
 
@@ -666,14 +738,14 @@ def test_a_client_cert_from_another_ca_is_refused(pki: Pki, pod: PodFs, http_app
 
 def test_tcp_mode_echoes_bytes_through_tls(pki: Pki, pod: PodFs, tcp_app: TcpEcho) -> None:
     port = free_port()
-    pod.start(ProxySpec(port, app_port(tcp_app), "tcp", mutual_tls=False, ipv6=False))
+    pod.start(ProxySpec(port, app_port(tcp_app), "tcp", mutual_tls=False, load_modules=DEBIAN_MODULES))
     payload = os.urandom(256 << 10)
     assert tls_echo(client_context(pki, pod), port, payload) == payload
 
 
 def test_tcp_mode_with_mtls_refuses_a_client_without_a_cert(pki: Pki, pod: PodFs, tcp_app: TcpEcho) -> None:
     port = free_port()
-    pod.start(ProxySpec(port, app_port(tcp_app), "tcp", mutual_tls=True, ipv6=False))
+    pod.start(ProxySpec(port, app_port(tcp_app), "tcp", mutual_tls=True, load_modules=DEBIAN_MODULES))
     try:
         # TLS 1.3: the client's handshake completes before the server checks its certificate; the refusal
         # arrives as an alert on the first read.
@@ -695,7 +767,9 @@ def test_a_rotated_certificate_is_served_without_reloading_nginx(
     pki: Pki, pod: PodFs, http_app: HttpApp, protocol: str
 ) -> None:
     port = free_port()
-    pod.start(ProxySpec(port, app_port(http_app), protocol, mutual_tls=False, ipv6=False))  # only handshakes here
+    pod.start(
+        ProxySpec(port, app_port(http_app), protocol, mutual_tls=False, load_modules=DEBIAN_MODULES)
+    )  # only handshakes here
     ctx = client_context(pki, pod)
     before = served_serial(ctx, port)
     key, cert = pki.serving_cert()
@@ -774,7 +848,211 @@ def test_a_valid_pod_gets_exactly_the_rendered_config_and_nginx_accepts_it(pod: 
     conf = proxy_conf(injected)
     assert conf is not None
     assert "include" not in conf
-    ipv6 = InjectorConfig().tls_proxy.listen_ipv6
-    assert conf == render(ProxySpec(8080, 8081, "http", mutual_tls=True, ipv6=ipv6, open_paths=("/healthz",)))
+    assert conf == render(ProxySpec(8080, 8081, "http", mutual_tls=True, open_paths=("/healthz",)))
     result = pod.check(conf)
     assert result.returncode == 0, result.stderr
+
+
+# --- 7. the start command checks the Secret -----------------------------------------------------------------------
+
+
+def garbage_key(pod: PodFs) -> None:
+    pod.put(pod.root / "tls" / "tls.key", b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
+
+
+def foreign_key(pod: PodFs) -> None:
+    pod.put(pod.root / "tls" / "tls.key", key_pem(ec.generate_private_key(ec.SECP256R1())), 0o600)
+
+
+UNUSABLE: dict[str, tuple[bool, Any, str, str]] = {
+    # case: (mutual TLS, break the pod's files, the file the output must name, what it must say)
+    "garbage-key": (False, garbage_key, "tls/tls.key", "cannot load certificate key"),
+    "key-of-another-cert": (False, foreign_key, "tls/tls.key", "key values mismatch"),
+    "garbage-cert": (False, lambda pod: pod.put(pod.root / "tls" / "tls.crt", b"hello\n"), "tls/tls.crt", "tls.crt"),
+    "empty-cert": (False, lambda pod: pod.put(pod.root / "tls" / "tls.crt", b""), "tls/tls.crt", "missing or empty"),
+    "garbage-ca": (True, lambda pod: pod.put(pod.root / "client-ca" / "ca.crt", b"x\n"), "client-ca/ca.crt", "ca.crt"),
+    "missing-ca": (True, lambda pod: (pod.root / "client-ca" / "ca.crt").unlink(), "client-ca/ca.crt", "missing"),
+}
+
+
+@pytest.mark.parametrize("protocol", ["http", "tcp"])
+@pytest.mark.parametrize("case", UNUSABLE, ids=str)
+def test_the_start_command_refuses_an_unusable_secret_naming_the_file(pod: PodFs, protocol: str, case: str) -> None:
+    # nginx reads the pair at each handshake (a variable in ssl_certificate), so by itself it would start with
+    # any files at all, and pass its TCP probes; the start command must fail loudly instead.
+    mutual_tls, damage, file, said = UNUSABLE[case]
+    damage(pod)
+    port = free_port()
+    status, output = pod.start_fails(ProxySpec(port, 9, protocol, mutual_tls, load_modules=DEBIAN_MODULES))
+    assert status != 0
+    assert str(pod.root / file) in output and said in output, output
+    assert re.search(r"^podpatterns: .*(missing or empty|cannot start)", output, re.MULTILINE), output
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_the_start_command_serves_a_good_pair_after_checking_it(pki: Pki, pod: PodFs, http_app: HttpApp) -> None:
+    port = free_port()
+    pod.start(ProxySpec(port, app_port(http_app), "http", mutual_tls=False, load_modules=DEBIAN_MODULES))
+    check = (pod.root / "tmp" / "nginx-check.conf").read_text()
+    assert f"ssl_certificate {pod.root}/tls/tls.crt;" in check  # the literal paths nginx -t loaded
+    with https(client_context(pki, pod), port) as client:
+        assert client.get("/checked").status_code == 200
+
+
+# --- 8. IPv6 ------------------------------------------------------------------------------------------------------
+
+
+def https_on(pki: Pki, pod: PodFs, host: str, port: int) -> int:
+    url = f"https://{'[' + host + ']' if ':' in host else host}:{port}/"
+    with httpx.Client(verify=client_context(pki, pod), timeout=5, trust_env=False) as client:
+        return client.get(url).status_code
+
+
+@pytest.mark.parametrize("protocol", ["http", "tcp"])
+def test_the_proxy_answers_on_ipv4_and_ipv6_when_the_pod_has_both(
+    pki: Pki, pod: PodFs, http_app: HttpApp, tcp_app: TcpEcho, protocol: str
+) -> None:
+    # kubelet probes the pod's IPv6 address on IPv6-primary clusters: one [::] socket serves both families.
+    port = free_port()
+    app = http_app if protocol == "http" else tcp_app
+    pod.start(ProxySpec(port, app_port(app), protocol, mutual_tls=False, load_modules=DEBIAN_MODULES))
+    hosts = ["127.0.0.1", "::1"] if host_has_ipv6() else ["127.0.0.1"]
+    for host in hosts:
+        if protocol == "http":
+            assert https_on(pki, pod, host, port) == 200, host
+        else:
+            assert tls_echo(client_context(pki, pod), port, b"ping", host) == b"ping", host
+    if not host_has_ipv6():  # this host has no IPv6: the script must have noticed, as in such a pod
+        assert "listening on IPv4 only" in pod.log.read_text()
+
+
+def test_a_pod_without_ipv6_gets_an_ipv4_socket(pki: Pki, pod: PodFs, http_app: HttpApp) -> None:
+    # A kernel with IPv6 disabled lists no address in /proc/net/if_inet6 (or has no such file), and nginx
+    # could not open a [::] socket there: the script rewrites the listen line, and says so.
+    port = free_port()
+    pod.start(ProxySpec(port, app_port(http_app), "http", mutual_tls=False, load_modules=DEBIAN_MODULES), ipv6=False)
+    assert "podpatterns: the pod has no IPv6 address: listening on IPv4 only" in pod.log.read_text()
+    assert f"listen {port} ssl;" in (pod.root / "tmp" / "nginx.conf").read_text()
+    assert https_on(pki, pod, "127.0.0.1", port) == 200
+    if host_has_ipv6():
+        with pytest.raises(OSError):
+            socket.create_connection(("::1", port), timeout=1).close()
+
+
+def test_this_host_has_ipv6_loopback_for_the_tests_above() -> None:
+    # Not a skip: without ::1 the dual-stack branch above would go untested unnoticed; CI runs with it.
+    assert host_has_ipv6(), f"{tls_proxy.IF_INET6} lists no address: enable IPv6 (loopback ::1) on this host"
+
+
+# --- 9. WebSockets --------------------------------------------------------------------------------------------------
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class WebSocketApp(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    heads: list[dict[str, str]]
+
+
+class WebSocketHandler(socketserver.BaseRequestHandler):
+    """Answers an upgrade with 101, says hello, then echoes bytes; a plain request gets a 200."""
+
+    server: WebSocketApp
+
+    def handle(self) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            if not (chunk := self.request.recv(4096)):
+                return
+            head += chunk
+        lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
+        headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+        self.server.heads.append(headers)
+        if headers.get("upgrade", "").lower() != "websocket" or "upgrade" not in headers.get("connection", "").lower():
+            self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nplain")
+            return
+        digest = hashlib.sha1((headers["sec-websocket-key"] + WS_GUID).encode()).digest()
+        accept = base64.b64encode(digest).decode()
+        self.request.sendall(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
+        )
+        self.request.sendall(b"hello from the app")
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+
+@pytest.fixture
+def ws_app() -> Iterator[WebSocketApp]:
+    app = WebSocketApp(("127.0.0.1", 0), WebSocketHandler)
+    app.heads = []
+    with serving(app):
+        yield app
+
+
+def read_exactly(sock: ssl.SSLSocket, size: int) -> bytes:
+    data = b""
+    while len(data) < size and (chunk := sock.recv(size - len(data))):
+        data += chunk
+    return data
+
+
+@contextlib.contextmanager
+def websocket(ctx: ssl.SSLContext, port: int) -> Iterator[tuple[ssl.SSLSocket, str, dict[str, str]]]:
+    """A raw WebSocket opening handshake over TLS: yields the socket, the status line and the response headers."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(
+            f"GET /chat HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head and (chunk := tls.recv(1)):
+            head += chunk  # byte by byte: what follows the head is the app's, not ours to swallow
+        status, *lines = head.decode("latin-1").strip().split("\r\n")
+        headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+        digest = hashlib.sha1((key + WS_GUID).encode()).digest()
+        assert headers.get("sec-websocket-accept") == base64.b64encode(digest).decode(), head
+        yield tls, status, headers
+
+
+def test_a_websocket_upgrade_passes_through_and_bytes_flow_both_ways(
+    pki: Pki, pod: PodFs, ws_app: WebSocketApp
+) -> None:
+    port = free_port()
+    pod.start(ProxySpec(port, app_port(ws_app), "http", mutual_tls=False, load_modules=DEBIAN_MODULES))
+    with websocket(client_context(pki, pod), port) as (tls, status, headers):
+        assert status.startswith("HTTP/1.1 101 "), status
+        assert headers["upgrade"].lower() == "websocket" and headers["connection"].lower() == "upgrade"
+        assert read_exactly(tls, 18) == b"hello from the app"  # the app speaks first
+        payload = os.urandom(64 << 10)
+        tls.sendall(payload)
+        assert read_exactly(tls, len(payload)) == payload  # and hears us
+    assert ws_app.heads[0]["upgrade"] == "websocket" and ws_app.heads[0]["connection"] == "upgrade"
+    # A plain request still reaches the app with no Connection: upgrade (nor any Upgrade header).
+    with https(client_context(pki, pod), port) as client:
+        assert client.get("/plain").text == "plain"
+    assert "upgrade" not in ws_app.heads[1] and "upgrade" not in ws_app.heads[1].get("connection", "")
+
+
+@pytest.mark.parametrize(("sig", "within"), [(signal.SIGQUIT, 5 + 3), (signal.SIGTERM, 2)], ids=["SIGQUIT", "SIGTERM"])
+def test_an_open_websocket_does_not_hold_the_proxy_past_its_shutdown_timeout(
+    pki: Pki, pod: PodFs, ws_app: WebSocketApp, sig: signal.Signals, within: float
+) -> None:
+    # The image's STOPSIGNAL is SIGQUIT (containerd sends it), a graceful stop that waits for open connections:
+    # without worker_shutdown_timeout an open WebSocket kept nginx up until the grace period's SIGKILL.
+    port = free_port()
+    pod.start(ProxySpec(port, app_port(ws_app), "http", mutual_tls=False, load_modules=DEBIAN_MODULES))
+    with websocket(client_context(pki, pod), port) as (tls, _status, _headers):
+        assert read_exactly(tls, 18) == b"hello from the app"
+        started = time.monotonic()
+        pod.procs[0].send_signal(sig)
+        try:
+            pod.procs[0].wait(timeout=within)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"nginx still runs {within} s after {sig.name} with a WebSocket open")
+    assert time.monotonic() - started < within

@@ -53,6 +53,7 @@ INIT_WAIT_FOR_IMAGE = PREFIX + "init-wait-for-image"
 INIT_WAIT_FOR_RESOURCES = PREFIX + "init-wait-for-resources"
 INIT_GIT_CLONE = PREFIX + "init-git-clone"
 INIT_GIT_CLONE_REF = PREFIX + "init-git-clone-ref"
+INIT_GIT_CLONE_CONTAINER = PREFIX + "init-git-clone-container"
 INIT_GIT_CLONE_PATH = PREFIX + "init-git-clone-path"
 INIT_GIT_CLONE_IMAGE = PREFIX + "init-git-clone-image"
 INIT_GIT_CLONE_RESOURCES = PREFIX + "init-git-clone-resources"
@@ -89,6 +90,7 @@ OPTION_OF: dict[str, str] = {
     INIT_WAIT_FOR_IMAGE: INIT_WAIT_FOR,
     INIT_WAIT_FOR_RESOURCES: INIT_WAIT_FOR,
     INIT_GIT_CLONE_REF: INIT_GIT_CLONE,
+    INIT_GIT_CLONE_CONTAINER: INIT_GIT_CLONE,
     INIT_GIT_CLONE_PATH: INIT_GIT_CLONE,
     INIT_GIT_CLONE_IMAGE: INIT_GIT_CLONE,
     INIT_GIT_CLONE_RESOURCES: INIT_GIT_CLONE,
@@ -129,7 +131,9 @@ class AnnotationReader:
         return checked
 
     def fail(self, key: str, value: str, reason: str) -> None:
-        self.errors.append(AnnotationError(key, value, reason))
+        error = AnnotationError(key, value, reason)
+        if error not in self.errors:  # features share keys (default-container): one line per problem
+            self.errors.append(error)
 
 
 def unknown_keys(annotations: Mapping[str, str]) -> list[str]:

@@ -21,6 +21,7 @@ from webhook.injection.errors import ConfigError
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # An image reference: registry/path[:tag][@digest]; no spaces, quotes or shell metacharacters.
 IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._\-/:@]{0,254}$", re.IGNORECASE)
+MODULE_PATH = re.compile(r"^/[A-Za-z0-9._@+=,/-]{1,1000}\.so$")
 QUANTITY = re.compile(r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
 _SUFFIX = {
     "n": Decimal("1e-9"),
@@ -122,7 +123,20 @@ class TlsProxyConfig(Component):
         requests={"cpu": "20m", "memory": "32Mi"}, limits={"cpu": "500m", "memory": "128Mi"}
     )
     listen_ipv6: bool = Field(default=False, alias="listenIPv6")
-    """Also listen on [::] (dual-stack or IPv6-only clusters); nginx fails to start where IPv6 is off."""
+    """Deprecated and ignored, accepted so older configs still load: the proxy's start script listens on
+    [::] for both families whenever the pod's kernel has IPv6, and on IPv4 alone when it has none."""
+    load_modules: tuple[str, ...] = Field(default=(), alias="loadModules")
+    """Dynamic modules nginx must load, as `load_module` lines at the top of every proxy's config: Debian's
+    nginx builds the stream module (tcp mode) as /usr/lib/nginx/modules/ngx_stream_module.so."""
+
+    @field_validator("load_modules")
+    @classmethod
+    def _modules(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for path in value:
+            # Each becomes a directive of nginx.conf: a plain absolute path, nothing that could end it.
+            if not MODULE_PATH.match(path) or ".." in path.split("/") or "//" in path:
+                raise ValueError(f"{path!r} is not a plain absolute path to a module (.so)")
+        return value
 
 
 class LogTailConfig(Component):
@@ -163,7 +177,7 @@ class ExporterPreset(_Model):
     run_as_user: int = Field(default=65534, alias="runAsUser", ge=1)
     resources: Resources = SMALL
     secret_keys: tuple[str, ...] = Field(default=(), alias="secretKeys")
-    """Credentials the exporter cannot start without: then `exporter-secret` is required, holding these keys."""
+    """Credentials the exporter cannot work without: then `exporter-secret` is required, holding these keys."""
 
     @field_validator("image")
     @classmethod
@@ -188,7 +202,10 @@ BUILTIN_EXPORTERS: dict[str, ExporterPreset] = {
         image="quay.io/prometheuscommunity/postgres-exporter:v0.17.1",
         port=9187,
         targetPort=5432,
+        # postgres_exporter joins DATA_SOURCE_URI with DATA_SOURCE_USER and DATA_SOURCE_PASS (or their _FILE
+        # forms); without them it runs anyway and reports pg_up 0 forever, so the Secret is required.
         env={"DATA_SOURCE_URI": "localhost:{port}/postgres?sslmode=disable"},
+        secretKeys=("DATA_SOURCE_USER", "DATA_SOURCE_PASS"),
     ),
     "mysql": ExporterPreset(
         image="prom/mysqld-exporter:v0.17.2",

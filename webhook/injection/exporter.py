@@ -89,17 +89,26 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
         r.fail(
             keys.EXPORTER,
             name,
-            f"the {name} exporter cannot start without credentials: set "
+            f"the {name} exporter cannot log in to the app without credentials: set "
             f"{keys.EXPORTER_SECRET} to a Secret holding {' and '.join(preset.secret_keys)}",
         )
         return
     taken = [c.get("name") for c in ws.containers for p in c.get("ports") or [] if p.get("name") == PORT_NAME]
     if taken:
+        # Kubernetes resolves a named targetPort to the first port of that name, searching the containers
+        # before the native sidecars: the app's port would always win.
+        note = (
+            f" (and a native sidecar's named port resolves only from Kubernetes 1.32: before that, target "
+            f"the exporter by number, {metrics_port})"
+            if ws.native
+            else ""
+        )
         r.fail(
             keys.EXPORTER,
             name,
-            f"container {taken[0]!r} already has a port named {PORT_NAME!r}, the name "
-            "the exporter's port takes (Services and ServiceMonitors select it by name)",
+            f"container {taken[0]!r} already has a port named {PORT_NAME!r}, the name the exporter's port "
+            f"takes: a Service's targetPort {PORT_NAME!r} would resolve to the app's port, never to the "
+            f"exporter's; rename the app's port{note}",
         )
         return
     if metrics_port in ws.used_ports():

@@ -2,7 +2,8 @@
 
 Order: every wait-for target (in the order given), then the git clone, then init templates (in the
 order given). No value is ever spliced into a shell command: the wait script is a constant and
-receives host, port and timeout as positional arguments; git runs without a shell.
+receives host, port and timeout as positional arguments; so does the clone script (url, ref, ...), and
+git gets `--` before the URL.
 """
 
 from __future__ import annotations
@@ -12,24 +13,38 @@ import copy
 from webhook.injection import annotations as keys
 from webhook.injection import values
 from webhook.injection.config import InjectorConfig, Template
-from webhook.injection.security import harden, restricted
+from webhook.injection.security import harden, restricted, restricted_as, stated_identity
 from webhook.injection.workspace import Json, Workspace
 
 WAIT_PREFIX = "podpatterns-wait-for-"
 GIT_CONTAINER = "podpatterns-git-clone"
 GIT_VOLUME = "podpatterns-git"
 
-# $1 url, $2 path, $3 ref (may be empty). Init containers run again when a pod's sandbox is recreated,
-# while its emptyDir survives: a second clone into the non-empty directory would fail forever.
-GIT_SCRIPT = """\
-if [ -d "$2/.git" ]; then
-  echo "podpatterns: $2 already holds the clone"
+GIT_MOUNT = "/podpatterns-git"  # the volume's root, mounted in the clone container only
+GIT_CHECKOUT = "checkout"  # the subdirectory git creates there; the pod's containers mount just this
+GIT_DONE = "clone-complete"  # beside the checkout, where the app never sees it
+# $1 url, $2 the volume's root, $3 ref (may be empty), $4 the umask (0002 with an fsGroup: group-writable).
+# Init containers run again after a failure (a clone killed by its memory limit) or when the pod's sandbox
+# is recreated, while the emptyDir survives: a killed clone leaves a .git and no files, so only the mark
+# written after a successful clone counts; anything else is removed and cloned again. git creates the
+# checkout directory itself, so it belongs to the cloning user (git refuses a worktree whose top-level
+# directory is someone else's: "detected dubious ownership"; the emptyDir's root is root's).
+GIT_SCRIPT = f"""umask "$4"
+if [ -f "$2/{GIT_DONE}" ]; then
+  echo "podpatterns: the checkout is complete (cloned before this restart)"
   exit 0
 fi
-if [ -n "$3" ]; then
-  exec git clone --depth=1 --single-branch --branch "$3" -- "$1" "$2"
+if [ -e "$2/{GIT_CHECKOUT}" ]; then
+  echo "podpatterns: removing an unfinished clone (the last attempt was interrupted)"
+  rm -rf "$2/{GIT_CHECKOUT}" || exit 1
 fi
-exec git clone --depth=1 --single-branch -- "$1" "$2"
+if [ -n "$3" ]; then
+  git clone --depth=1 --single-branch --branch "$3" -- "$1" "$2/{GIT_CHECKOUT}" || exit 1
+else
+  git clone --depth=1 --single-branch -- "$1" "$2/{GIT_CHECKOUT}" || exit 1
+fi
+: > "$2/{GIT_DONE}" || exit 1
+echo "podpatterns: cloned $1"
 """
 
 # $1 timeout in seconds, $2 host, $3 port. `-e true` makes busybox nc exit 0 as soon as the TCP
@@ -89,6 +104,7 @@ def apply_git_clone(ws: Workspace, config: InjectorConfig) -> None:
     path = values.abs_path(r, keys.INIT_GIT_CLONE_PATH, raw_path, what="directory")
     if path is not None and not values.mountable_dir(r, keys.INIT_GIT_CLONE_PATH, raw_path, path):
         path = None
+    target = ws.target_container(keys.INIT_GIT_CLONE_CONTAINER)
     image, resources = values.image_and_resources(
         r,
         config,
@@ -100,6 +116,7 @@ def apply_git_clone(ws: Workspace, config: InjectorConfig) -> None:
     if (
         url is None
         or path is None
+        or target is None
         or image is None
         or resources is None
         or (keys.INIT_GIT_CLONE_REF in ws.annotations and ref is None)
@@ -109,8 +126,11 @@ def apply_git_clone(ws: Workspace, config: InjectorConfig) -> None:
         return
     if not ws.claim_volume_name(keys.INIT_GIT_CLONE, GIT_VOLUME):
         return
-    # The pod's own containers (init ones too, they run after ours) see the checkout at the same path.
-    for container in ws.containers + [c for c in ws.init_containers]:
+    # The pod's own containers see the checkout at the same path, init ones too (they run after ours), but
+    # not the native sidecars ahead of them: those start before the clone, and kubelet would create the
+    # subPath directory for them, as root, whose checkout git would then refuse to the app.
+    mounted = ws.containers + ws.init_containers[ws.leading_sidecars() :]
+    for container in mounted:
         if any(m.get("mountPath") == path for m in container.get("volumeMounts") or []):
             r.fail(
                 keys.INIT_GIT_CLONE_PATH,
@@ -118,10 +138,28 @@ def apply_git_clone(ws: Workspace, config: InjectorConfig) -> None:
                 f"container {container.get('name')!r} already mounts a volume at {path}",
             )
             return
-    for container in list(ws.containers) + list(ws.init_containers):
+    for container in mounted:
         edited = ws.edit(container)
-        edited["volumeMounts"] = [*(edited.get("volumeMounts") or []), {"mountPath": path, "name": GIT_VOLUME}]
-    command = ["sh", "-c", GIT_SCRIPT, "podpatterns-git-clone", url, path, ref or ""]
+        mount = {"mountPath": path, "name": GIT_VOLUME, "subPath": GIT_CHECKOUT}
+        edited["volumeMounts"] = [*(edited.get("volumeMounts") or []), mount]
+
+    # Clone as the app's user, so the checkout is the app's to write and to run git in; with an fsGroup
+    # (every container's supplementary group, the emptyDir's group) the files are group-writable too.
+    user, group = stated_identity(ws.spec, target)
+    clone_user = user if user is not None else config.git_clone.run_as_user
+    fs_group = (ws.spec.get("securityContext") or {}).get("fsGroup")
+    shared = type(fs_group) is int
+    strangers = [str(c.get("name")) for c in mounted if stated_identity(ws.spec, c)[0] != clone_user]
+    if strangers:
+        names = ", ".join(strangers[:3]) + (f" and {len(strangers) - 3} more" if len(strangers) > 3 else "")
+        access = "can write it (fsGroup)" if shared else "can only read it"
+        ws.warnings.append(
+            f"{keys.INIT_GIT_CLONE}: {path} will be UID {clone_user}'s; {names} may run as another user (no "
+            f"runAsUser {clone_user} stated), then {access} and git there fails ('dubious ownership'): give "
+            "the containers that use it one runAsUser"
+        )
+    umask = "0002" if shared else "0022"
+    command = ["sh", "-c", GIT_SCRIPT, "podpatterns-git-clone", url, GIT_MOUNT, ref or "", umask]
     ws.added.volumes.append({"name": GIT_VOLUME, "emptyDir": {}})
     ws.added.init_steps.append(
         {
@@ -131,8 +169,8 @@ def apply_git_clone(ws: Workspace, config: InjectorConfig) -> None:
             # Never prompt for credentials: a prompt would hang the pod's start forever.
             "env": [{"name": "GIT_TERMINAL_PROMPT", "value": "0"}],
             "resources": resources,
-            "securityContext": restricted(config.git_clone.run_as_user),
-            "volumeMounts": [{"mountPath": path, "name": GIT_VOLUME}],
+            "securityContext": restricted_as(user, group, config.git_clone.run_as_user),
+            "volumeMounts": [{"mountPath": GIT_MOUNT, "name": GIT_VOLUME}],
         }
     )
 

@@ -154,6 +154,7 @@ def inject(pod: Json, config: InjectorConfig) -> Result:
     if (raw := reader.get(keys.NATIVE_SIDECARS)) is not None:
         native = bool(values.boolean(reader, keys.NATIVE_SIDECARS, raw))
     ws = Workspace(pod, reader)
+    ws.native = native
     ws.warnings += _warnings_for_keys(annotations)
     injected = []
     for key, apply in FEATURES:
@@ -169,9 +170,7 @@ def _assemble(pod: Json, ws: Workspace, *, native: bool, injected: tuple[str, ..
     sidecars = ws.added.sidecars
     # Native sidecars already leading the pod's initContainers (a mesh proxy such as istio-proxy) stay
     # first: with CNI traffic capture our wait-for and git clone need them running to reach the network.
-    lead = 0
-    while lead < len(ws.init_containers) and ws.init_containers[lead].get("restartPolicy") == "Always":
-        lead += 1
+    lead = ws.leading_sidecars()
     before, after = ws.init_containers[:lead], ws.init_containers[lead:]
     if native:
         sidecars = [{**c, "restartPolicy": "Always"} for c in sidecars]

@@ -12,7 +12,7 @@ import re
 from webhook.injection import annotations as keys
 from webhook.injection import values
 from webhook.injection.config import InjectorConfig
-from webhook.injection.security import restricted
+from webhook.injection.security import restricted_as, stated_identity
 from webhook.injection.workspace import Json, Workspace
 
 CONTAINER_PREFIX = "podpatterns-log-"
@@ -20,18 +20,34 @@ VOLUME_PREFIX = "podpatterns-logs-"
 # Volume types that can hold logs. Anything else (secret, configMap, projected, csi such as the Secrets
 # Store driver, ...) may hold credentials, which a tailer would copy into the pod's logs.
 LOG_VOLUME_TYPES = ("emptyDir", "persistentVolumeClaim", "ephemeral")
+CHECK_SECONDS = 5
 
-
-def _tailer_security(ws: Workspace, target: Json, default_user: int) -> Json:
-    """Run as the app's own non-root user and group when known, so files it writes 0600/0640 are readable."""
-    pod_sc = ws.spec.get("securityContext") or {}
-    app_sc = target.get("securityContext") or {}
-    user = app_sc.get("runAsUser", pod_sc.get("runAsUser"))
-    group = app_sc.get("runAsGroup", pod_sc.get("runAsGroup"))
-    sc = restricted(user if isinstance(user, int) and user > 0 else default_user)
-    if isinstance(group, int) and group > 0:
-        sc["runAsGroup"] = group
-    return sc
+# $1 the log file: a constant script, the path its only argument. `tail -F` follows the name, so rotation
+# (rename + new file) is survived; +1 prints from the start. This shell is PID 1, to which the kernel gives
+# no default signal actions: a tail in the foreground would ignore SIGTERM, and every shutdown (a Job's
+# end, with native sidecars) would wait out the grace period. So tail runs in the background, the trap
+# ends both, and the sleep runs in the background too, so that `wait` returns at once on a signal.
+# tail reports an unreadable file once, then retries in silence: the loop says what to do, once per change.
+TAIL_SCRIPT = f"""tail -n +1 -F "$1" &
+tailer=$! pause= state=readable
+trap 'kill $tailer $pause 2>/dev/null; exit 0' TERM INT
+while kill -0 $tailer 2>/dev/null; do
+  now=readable
+  if [ -e "$1" ] && [ ! -r "$1" ] || {{ [ -d "${{1%/*}}" ] && [ ! -x "${{1%/*}}" ]; }}; then now=unreadable; fi
+  if [ $now != $state ]; then
+    state=$now
+    if [ $now = unreadable ]; then
+      echo "podpatterns: UID $(id -u) cannot read $1: state the app's runAsUser (and runAsGroup) in the pod spec," \\
+        "so the tailer runs as the app's user, or have the app make its logs readable" >&2
+    else
+      echo "podpatterns: $1 is readable now" >&2
+    fi
+  fi
+  sleep {CHECK_SECONDS} & pause=$!
+  wait $pause
+done
+wait $tailer
+"""
 
 
 def _container_name(path: str, taken: set[str]) -> str:
@@ -112,16 +128,26 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
     if new_app_mounts:
         app = ws.edit(target)
         app["volumeMounts"] = [*(app.get("volumeMounts") or []), *new_app_mounts]
+    # As the app's own non-root user and group when the pod states them, so files it writes 0600/0640
+    # are readable; otherwise as the config's UID, which such files shut out (say so now, and the script
+    # says so again in the tailer's log if it happens).
+    user, group = stated_identity(ws.spec, target)
+    if user is None:
+        ws.warnings.append(
+            f"{keys.LOG_TAIL}: container {target.get('name')!r} states no non-root runAsUser, so the tailers "
+            f"run as UID {config.log_tail.run_as_user} and cannot read a log it writes 0600; set runAsUser "
+            "(and runAsGroup) in its securityContext or the pod's"
+        )
+    security = restricted_as(user, group, config.log_tail.run_as_user)
     for path in paths:
         name = _container_name(path, taken)
         ws.added.sidecars.append(
             {
                 "name": name,
                 "image": image,
-                # -F follows the name, so rotation (rename + new file) is survived; +1 prints from the start.
-                "command": ["tail", "-n", "+1", "-F", path],
+                "command": ["sh", "-c", TAIL_SCRIPT, "podpatterns-log-tail", path],
                 "resources": resources,
-                "securityContext": _tailer_security(ws, target, config.log_tail.run_as_user),
+                "securityContext": dict(security),
                 "volumeMounts": [mounts_by_dir[posixpath.dirname(path)]],
             }
         )

@@ -21,10 +21,48 @@ CONTAINER = "podpatterns-tls-proxy"
 VOLUME_TLS = "podpatterns-tls"
 VOLUME_CLIENT_CA = "podpatterns-client-ca"
 CONF_ENV = "PODPATTERNS_NGINX_CONF"
-START_SCRIPT = (
-    f'printf "%s" "${CONF_ENV}" > {nginx_conf.TMP_DIR}/nginx.conf'
-    f" && exec nginx -e stderr -c {nginx_conf.TMP_DIR}/nginx.conf"
-)
+IF_INET6 = "/proc/net/if_inet6"  # the pod's IPv6 addresses, one a line; empty or absent without IPv6
+CONF_FILE = f"{nginx_conf.TMP_DIR}/nginx.conf"
+CHECK_FILE = f"{nginx_conf.TMP_DIR}/nginx-check.conf"
+CHECK_SOCKET = f"{nginx_conf.TMP_DIR}/nginx-check.sock"  # `nginx -t` listens, briefly: not on the real port
+# A constant, run by the image's sh (busybox or alpine ash: POSIX sh, printf and sed only); its arguments
+# are the certificate files nginx needs, paths of ours, never an annotation value. The served config
+# reads the pair through a variable, at each handshake, so nginx would start (and pass its TCP probes)
+# with an unusable Secret: the check config names the files literally, and `nginx -t` loads the pair
+# and matches the key to the certificate before nginx starts. `nginx -t` also opens its listening
+# sockets: the check's is a unix socket (removed after the test), so no probe ever meets a passing
+# listener on the real port. (-s is no test for /proc files, whose size is 0: read a line instead.)
+START_SCRIPT = rf"""for file in "$@"; do
+  if [ ! -s "$file" ]; then
+    echo "podpatterns: $file is missing or empty: the Secret mounted at ${{file%/*}} must hold it" >&2
+    exit 1
+  fi
+done
+if [ -r {IF_INET6} ] && read -r address < {IF_INET6}; then
+  printf '%s' "${CONF_ENV}" > {CONF_FILE}
+else
+  echo "podpatterns: the pod has no IPv6 address: listening on IPv4 only" >&2
+  printf '%s' "${CONF_ENV}" | sed 's/^\( *listen \)\[::\]:\([0-9]*\) ssl ipv6only=off;$/\1\2 ssl;/' > {CONF_FILE}
+fi || exit 1
+sed -e 's|\$podpatterns_tls_dir/|{nginx_conf.TLS_DIR}/|' \
+  -e 's|^\( *\)listen .*;$|\1listen unix:{CHECK_SOCKET} ssl;|' {CONF_FILE} > {CHECK_FILE} || exit 1
+if ! nginx -t -q -e stderr -c {CHECK_FILE}; then
+  echo "podpatterns: nginx cannot start with these files (its error above names the one): tls.crt and tls.key" \
+    "must be a PEM certificate and its own key, ca.crt (mutual TLS) PEM CA certificates" >&2
+  exit 1
+fi
+exec nginx -e stderr -c {CONF_FILE}
+"""
+
+
+def start_command(*, mutual_tls: bool) -> list[str]:
+    """The proxy container's command: the constant script and the files it checks."""
+    files = [f"{nginx_conf.TLS_DIR}/tls.crt", f"{nginx_conf.TLS_DIR}/tls.key"]
+    if mutual_tls:
+        files.append(f"{nginx_conf.CLIENT_CA_DIR}/ca.crt")
+    return ["sh", "-c", START_SCRIPT, CONTAINER, *files]
+
+
 UNPRIVILEGED_PORT_SYSCTL = "net.ipv4.ip_unprivileged_port_start"
 VOLUME_TMP = "podpatterns-tls-proxy-tmp"
 PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
@@ -237,8 +275,8 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
         app_port=app_port,
         protocol=protocol,
         mutual_tls=bool(client_ca),
-        ipv6=config.tls_proxy.listen_ipv6,
         open_paths=tuple(open_paths),
+        load_modules=config.tls_proxy.load_modules,
     )
     if number < 1024:
         # nginx runs unprivileged; the "safe" sysctl lets it bind a low port without any capability.
@@ -265,7 +303,7 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
             # The config travels in the container's env, which nobody can change after creation (an
             # annotation could be edited with pods/patch). The script is a constant; -e: errors to stderr
             # from the first line, as the root filesystem is read-only.
-            "command": ["sh", "-c", START_SCRIPT],
+            "command": start_command(mutual_tls=bool(client_ca)),
             "env": [{"name": CONF_ENV, "value": nginx_conf.render(spec)}],
             "readinessProbe": check(5, 3),
             "startupProbe": check(1, 30),

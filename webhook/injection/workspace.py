@@ -43,6 +43,7 @@ class Workspace:
         self.sysctls: list[Json] = []
         # Ports the TLS proxy moved: original number -> localhost port the app now listens on.
         self.moved_ports: dict[int, int] = {}
+        self.native = True  # sidecars become native ones (initContainers, restartPolicy Always)
         self._copies: dict[int, Json] = {}  # id(original container) -> its private copy
 
     # --- lookups -----------------------------------------------------------------------------
@@ -61,6 +62,14 @@ class Workspace:
                 if isinstance(p.get("containerPort"), int):
                     used.add(p["containerPort"])
         return used
+
+    def leading_sidecars(self) -> int:
+        """How many of the pod's initContainers are native sidecars ahead of the rest (a mesh proxy such as
+        istio-proxy): they keep their place, first, so they start before anything we inject."""
+        lead = 0
+        while lead < len(self.init_containers) and self.init_containers[lead].get("restartPolicy") == "Always":
+            lead += 1
+        return lead
 
     def find(self, name: str) -> Json | None:
         return next((c for c in self.containers if c.get("name") == name), None)
