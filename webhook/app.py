@@ -28,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from webhook import admission, answer_cache, logs
 from webhook.answer_cache import AnswerCache
+from webhook.fingerprint import config_fingerprint
 from webhook.injection import ConfigError, InjectorConfig, load_config
 from webhook.metrics import CacheCounts, Metrics
 from webhook.tls import file_signature
@@ -50,6 +51,7 @@ class ConfigHolder:
         self.config = load_config(self.path)  # a bad config at start is fatal: fail fast and loud
         self.signature = file_signature(self.path) if self.path else ()
         self.metrics.config_last_reload_ok.set(1)
+        self.metrics.info.config_fingerprint = config_fingerprint(self.config)
 
     def check(self) -> bool | None:
         """Reload if the file changed: True applied, False refused (old config kept), None unchanged."""
@@ -70,9 +72,13 @@ class ConfigHolder:
             )
             return False
         self.config, self.last_error = new, None
+        fingerprint = config_fingerprint(new)
+        self.metrics.info.config_fingerprint = fingerprint
         self.metrics.config_reloads.inc()
         self.metrics.config_last_reload_ok.set(1)
-        logs.get().info("injector config reloaded", extra={"fields": {"path": str(self.path)}})
+        logs.get().info(
+            "injector config reloaded", extra={"fields": {"path": str(self.path), "fingerprint": fingerprint}}
+        )
         return True
 
 
@@ -169,34 +175,39 @@ class MutateEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One flat coroutine: every review passes here, and each extra await level costs.
         started = time.perf_counter()
-        content_type, length, encoding = _headers(scope)
-        if content_type != "application/json":  # (as the API server sends it: no need to normalise)
-            content_type = content_type.split(";", 1)[0].strip().lower()
-        if content_type != "application/json":
-            status, body = self._malformed(
-                415, f"expected Content-Type application/json, got {content_type or 'none'!r}"
-            )
-        else:
-            try:
-                body = await _read_body(receive, length, encoding)
-            except BodyTooLarge:
-                status, body = self._malformed(413, f"the body exceeds {MAX_BODY_BYTES} bytes")
-            except (ClientDisconnect, OSError, EOFError, gzip.BadGzipFile, zlib.error):
-                status, body = self._malformed(400, "the body could not be read")
+        counts = self.counts
+        counts.in_flight += 1  # a plain int, like the other counts (a try costs nothing until it raises)
+        try:
+            content_type, length, encoding = _headers(scope)
+            if content_type != "application/json":  # (as the API server sends it: no need to normalise)
+                content_type = content_type.split(";", 1)[0].strip().lower()
+            if content_type != "application/json":
+                status, body = self._malformed(
+                    415, f"expected Content-Type application/json, got {content_type or 'none'!r}"
+                )
             else:
-                status, body = self.answer(body, started)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                # What Starlette's Response(media_type="application/json") sends, in its order.
-                "headers": [
-                    (b"content-length", str(len(body)).encode("latin-1")),
-                    (b"content-type", b"application/json"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+                try:
+                    body = await _read_body(receive, length, encoding)
+                except BodyTooLarge:
+                    status, body = self._malformed(413, f"the body exceeds {MAX_BODY_BYTES} bytes")
+                except (ClientDisconnect, OSError, EOFError, gzip.BadGzipFile, zlib.error):
+                    status, body = self._malformed(400, "the body could not be read")
+                else:
+                    status, body = self.answer(body, started)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    # What Starlette's Response(media_type="application/json") sends, in its order.
+                    "headers": [
+                        (b"content-length", str(len(body)).encode("latin-1")),
+                        (b"content-type", b"application/json"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            counts.in_flight -= 1
 
     def answer(self, body: bytes, started: float) -> tuple[int, bytes]:
         """The status and body of the answer to one request body."""

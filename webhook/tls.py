@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from webhook import logs
 
 # TLS 1.2 with forward-secret AEAD suites (TLS 1.3 suites are always on and all modern).
@@ -22,6 +24,23 @@ CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 # Reloads of this process, by result, for /metrics: the reloader starts (in uvicorn's context factory)
 # before the app and its metrics exist, so it counts here and the metrics read from here.
 RELOADS: dict[str, int] = {"success": 0, "failure": 0}
+# The notAfter (Unix seconds) of the certificate this process serves, kept here for the same reason; None
+# until one is loaded (an app built without `serve`, as in tests, has none).
+SERVING: dict[str, float | None] = {"not_after": None}
+
+
+def not_after(cert: str | Path) -> float | None:
+    """The notAfter of the first certificate in a PEM chain file (the leaf), or None if it cannot be read."""
+    try:
+        return x509.load_pem_x509_certificates(Path(cert).read_bytes())[0].not_valid_after_utc.timestamp()
+    except (OSError, ValueError):
+        return None
+
+
+def _loaded(cert: str | Path) -> None:
+    # Read after load_cert_chain: if the file was swapped in between, the reloader sees a new signature on
+    # its next poll and loads (and reads) the newer file, so this never stays behind for long.
+    SERVING["not_after"] = not_after(cert)
 
 
 def server_context(cert: str | Path, key: str | Path) -> ssl.SSLContext:
@@ -82,6 +101,7 @@ class CertReloader:
             ok = False
         else:
             self.signature = signature
+            _loaded(self.cert)
             logs.get().info("TLS certificate reloaded", extra={"fields": {"cert": str(self.cert)}})
             ok = True
         RELOADS["success" if ok else "failure"] += 1
@@ -104,5 +124,6 @@ class CertReloader:
 def context_factory(config: Any, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
     """uvicorn's `ssl_context_factory`: module level, so it pickles into worker processes."""
     ctx = server_context(config.ssl_certfile, config.ssl_keyfile)
+    _loaded(config.ssl_certfile)
     CertReloader(ctx, config.ssl_certfile, config.ssl_keyfile).start()
     return ctx

@@ -178,3 +178,26 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
+
+{{/*
+The PromQL label matchers that pick this release's webhook series: the ServiceMonitor's job (the
+Service name) in the release namespace, unless metrics.prometheusRule.seriesSelector says otherwise.
+*/}}
+{{- define "podpatterns.seriesSelector" -}}
+{{- .Values.metrics.prometheusRule.seriesSelector | default (printf "job=%q, namespace=%q" (include "podpatterns.fullname" .) .Release.Namespace) }}
+{{- end }}
+
+{{/*
+Seconds of certificate lifetime left below which PodpatternsCertificateExpiringSoon fires:
+certExpiryDays, but in cert-manager mode never more than half of renewBefore (the 7-day leaf would
+otherwise always be "expiring"; below half of renewBefore, a renewal is overdue).
+*/}}
+{{- define "podpatterns.certExpirySeconds" -}}
+{{- $seconds := mul (int .Values.metrics.prometheusRule.certExpiryDays) 86400 }}
+{{- if eq .Values.certificates.mode "cert-manager" }}
+{{- $renewBefore := .Values.certificates.certManager.renewBefore }}
+{{- $unit := get (dict "h" 3600 "m" 60 "s" 1) (regexFind "[hms]$" $renewBefore) | int }}
+{{- $seconds = min $seconds (div (mul (regexFind "^[0-9]+" $renewBefore | int) $unit) 2) }}
+{{- end }}
+{{- $seconds }}
+{{- end }}
