@@ -282,6 +282,7 @@ def test_strict_validation_is_not_a_no_op() -> None:
         ({"certificates": {"mode": "self-signed"}}, "mode"),
         ({"injector": {"tlsproxy": {"image": "nginx"}}}, "tlsproxy"),  # camelCase typo
         ({"injector": {"tlsProxy": {"runAsUser": 0}}}, "runAsUser"),
+        ({"injector": {"tlsProxy": {"loadModules": ["modules/ngx_stream_module.so"]}}}, "loadModules"),
         ({"podDisruptionBudget": {"maxUnavailable": 0}}, "maxUnavailable"),  # would block every drain
         ({"podDisruptionBudget": {"maxUnavailable": "0%"}}, "maxUnavailable"),
     ],
@@ -293,6 +294,7 @@ def test_strict_validation_is_not_a_no_op() -> None:
         "cert-mode",
         "injector-typo",
         "root",
+        "relative-module",
         "pdb-zero",
         "pdb-zero-percent",
     ],
@@ -648,6 +650,8 @@ def test_deployment_runs_restricted_as_uid_10001(render: Callable[..., list[Doc]
     for host in ("hostNetwork", "hostPID", "hostIPC"):
         assert not spec.get(host)
     assert spec["automountServiceAccountToken"] is False
+    # Service links would set PODPATTERNS_PORT=tcp://... for the chart's own Service (crash loop on a node).
+    assert spec["enableServiceLinks"] is False
     assert container["resources"]["requests"] and container["resources"]["limits"]
     # Keeps serving while the endpoint removal propagates, and the grace period covers the sleep plus
     # the server's own graceful shutdown.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -124,3 +126,16 @@ spec:
     result = podpatterns("inject", "-f", "-", stdin=manifest)
     assert result.returncode == 1
     assert "did you mean podpatterns.io/tls-proxy-protocol?" in result.stderr
+
+
+def test_kubernetes_service_link_variables_do_not_break_serve() -> None:
+    """A Service named podpatterns makes kubelet set PODPATTERNS_PORT=tcp://IP:443 in every pod of its
+    namespace (seen on a real node: the webhook crash-looped). A flag wins; without one the error says why."""
+    link = {"PODPATTERNS_PORT": "tcp://10.96.0.7:443", "PODPATTERNS_SERVICE_HOST": "10.96.0.7"}
+    env = {**os.environ, **link}
+    run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+    with_flag = run([sys.executable, "-m", "webhook", "serve", "--port", "0"])
+    assert with_flag.returncode == 2 and "HTTPS only" in with_flag.stderr  # got past the variable
+    without = run([sys.executable, "-m", "webhook", "serve"])
+    assert without.returncode == 2 and "Traceback" not in without.stderr
+    assert "'tcp://10.96.0.7:443' is not a number" in without.stderr and "enableServiceLinks" in without.stderr

@@ -20,6 +20,27 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"PODPATTERNS_{name}", default)
 
 
+def _whole(kind: type[int] | type[float]) -> Any:
+    """An argparse type for numbers whose string default comes from the environment: argparse converts a
+    string default only when the flag is absent, so a flag always wins over a stray variable."""
+
+    def convert(text: str) -> int | float:
+        try:
+            return kind(text)
+        except ValueError:
+            # Kubernetes' service links set PODPATTERNS_PORT=tcp://IP:PORT for a Service named podpatterns.
+            hint = (
+                " (Kubernetes sets PODPATTERNS_PORT=tcp://... for a Service named podpatterns in the namespace:"
+                " pass --port, or set enableServiceLinks: false on the pod)"
+                if text.startswith("tcp://")
+                else ""
+            )
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number{hint}") from None
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podpatterns", description="Pod pattern injection webhook.")
     parser.add_argument("--version", action="version", version=f"podpatterns {__version__}")
@@ -27,11 +48,11 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve the admission webhook over HTTPS")
     serve.add_argument("--host", default=_env("HOST"), help="listen address (default 0.0.0.0; 127.0.0.1 with --dev)")
-    serve.add_argument("--port", type=int, default=int(_env("PORT", "8443") or 8443))
+    serve.add_argument("--port", type=_whole(int), default=_env("PORT") or "8443")
     serve.add_argument("--tls-cert", default=_env("TLS_CERT"), help="PEM certificate chain (tls.crt)")
     serve.add_argument("--tls-key", default=_env("TLS_KEY"), help="PEM private key (tls.key)")
     serve.add_argument("--config", default=_env("CONFIG"), help="injector config YAML (default: built-in)")
-    serve.add_argument("--workers", type=int, default=int(_env("WORKERS", "1") or 1))
+    serve.add_argument("--workers", type=_whole(int), default=_env("WORKERS") or "1")
     serve.add_argument("--log-level", default=_env("LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"])
     serve.add_argument(
         "--dev",
@@ -40,14 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--request-read-timeout",
-        type=float,
-        default=float(_env("REQUEST_READ_TIMEOUT", "10") or 10),
+        type=_whole(float),
+        default=_env("REQUEST_READ_TIMEOUT") or "10",
         help="seconds a request may take to arrive, head and body (slow clients are cut off; default 10)",
     )
     serve.add_argument(
         "--max-connections",
-        type=int,
-        default=int(_env("MAX_CONNECTIONS", "1000") or 1000),
+        type=_whole(int),
+        default=_env("MAX_CONNECTIONS") or "1000",
         help="concurrent connections per worker before answering 503 (default 1000)",
     )
     serve.add_argument("--certs-dir", default="certs", help="where --dev keeps its certificates (default certs/)")
