@@ -2,8 +2,16 @@
 # Build: docker build -t podpatterns:dev .
 # tests/test_dockerfile.py lints this file and runs its wheel build and install steps in a venv.
 
+# BASE: an image with Python 3.11, pip, groupadd and useradd (tests/node builds over its own Debian one).
+# PIP_NO_INDEX, PIP_FIND_LINKS: unset, pip installs from PyPI; PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels makes
+# it install offline from a wheelhouse mounted there. ARGs are in the environment of RUN steps and pip
+# reads PIP_* from there, so no RUN line names them.
+ARG BASE=python:3.11-slim
+
 # --- build: turn the source tree into a wheel (pure Python, so no compiler is needed) ---
-FROM python:3.11-slim AS build
+FROM ${BASE} AS build
+ARG PIP_NO_INDEX
+ARG PIP_FIND_LINKS
 WORKDIR /src
 # Only what the wheel is built from (.dockerignore keeps everything else out of the context).
 COPY pyproject.toml README.md ./
@@ -11,7 +19,9 @@ COPY webhook ./webhook
 RUN pip wheel --no-cache-dir --no-deps -w /dist .
 
 # --- runtime: the wheel and its dependencies, nothing else (no source tree, no build tools) ---
-FROM python:3.11-slim
+FROM ${BASE}
+ARG PIP_NO_INDEX
+ARG PIP_FIND_LINKS
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \

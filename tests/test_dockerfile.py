@@ -46,8 +46,10 @@ class Instruction:
 
 def parse_dockerfile(text: str) -> list[list[Instruction]]:
     """Instructions grouped by stage. Joins `\\` continuations; comment lines inside them are dropped
-    (as BuildKit does)."""
+    (as BuildKit does). ARGs before the first FROM are substituted into FROM lines with their defaults,
+    as `docker build` does without --build-arg."""
     stages: list[list[Instruction]] = []
+    global_args: dict[str, str] = {}
     pending, start = "", 0
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -63,7 +65,13 @@ def parse_dockerfile(text: str) -> list[list[Instruction]]:
         keyword, _, value = (pending + line).partition(" ")
         pending = ""
         instruction = Instruction(keyword.upper(), value.strip(), start)
+        if instruction.keyword == "ARG" and not stages:
+            name, _, default = instruction.value.partition("=")
+            global_args[name] = default
+            continue
         if instruction.keyword == "FROM":
+            value = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: global_args[m.group(1) or m.group(2)], instruction.value)
+            instruction = Instruction("FROM", value, start)
             stages.append([])
         assert stages, f"line {start}: {keyword} before the first FROM"
         stages[-1].append(instruction)
