@@ -297,6 +297,199 @@ CASES += [
     ),
 ]
 
+EG = P + "tls-egress"
+AUTH = {P + "tls-proxy": "t", P + "tls-proxy-auth-url": "https://auth.example.com/oauth2/auth"}
+# Ambassadors: the TLS tunnel out and the auth gate in.
+CASES += [
+    ("egress-grammar", pod({EG: "15432"}), EG, "<local port>=<host>:<port>"),
+    ("egress-host-injection", pod({EG: "15432=db;include /x:5432"}), EG, "DNS name or IPv4"),
+    ("egress-host-brace", pod({EG: "15432=db}:5432"}), EG, "DNS name or IPv4"),
+    ("egress-port-range", pod({EG: "15432=db.example.com:70000"}), EG, "ports 1-65535"),
+    ("egress-name", pod({EG: "15432=10.0.0.1:5432@Bad Name"}), EG, "the name a DNS name"),
+    ("egress-twice", pod({EG: "15432=a.example:1,15432=b.example:2"}), EG, "local port twice"),
+    ("egress-port-taken", pod({EG: "8080=db.example.com:5432"}), EG, "local port 8080 is already used"),
+    (
+        "egress-port-moved-app",
+        pod({EG: "9201=db.example.com:5432", P + "tls-proxy": "t", P + "tls-proxy-app-port": "9201"}),
+        P + "tls-proxy-app-port",
+        "already used",
+    ),
+    ("egress-ca", pod({EG: "1=db.example.com:5432", P + "tls-egress-ca": "ca; x"}), P + "tls-egress-ca", "Secret"),
+    (
+        "egress-client-cert",
+        pod({EG: "1=db.example.com:5432", P + "tls-egress-client-cert": "$x"}),
+        P + "tls-egress-client-cert",
+        "Secret",
+    ),
+    (
+        "egress-image",
+        pod({EG: "1=db.example.com:5432", P + "tls-egress-image": "evil.example/nginx:1"}),
+        P + "tls-egress-image",
+        "allowlist",
+    ),
+    (
+        "auth-scheme",
+        pod({**AUTH, P + "tls-proxy-auth-url": "http://auth.example.com/a"}),
+        P + "tls-proxy-auth-url",
+        "https://",
+    ),
+    (
+        "auth-credentials",
+        pod({**AUTH, P + "tls-proxy-auth-url": "https://u:p@auth.example.com/a"}),
+        P + "tls-proxy-auth-url",
+        "no user, password",
+    ),
+    (
+        "auth-query",
+        pod({**AUTH, P + "tls-proxy-auth-url": "https://auth.example.com/a?x=1"}),
+        P + "tls-proxy-auth-url",
+        "query",
+    ),
+    (
+        "auth-path-injection",
+        pod({**AUTH, P + "tls-proxy-auth-url": "https://auth.example.com/a;return"}),
+        P + "tls-proxy-auth-url",
+        "the path",
+    ),
+    (
+        "auth-host",
+        pod({**AUTH, P + "tls-proxy-auth-url": "https://auth_example/a"}),
+        P + "tls-proxy-auth-url",
+        "DNS name",
+    ),
+    ("auth-tcp", pod({**AUTH, P + "tls-proxy-protocol": "tcp"}), P + "tls-proxy-auth-url", "not tcp"),
+    (
+        "auth-headers",
+        pod({**AUTH, P + "tls-proxy-auth-response-headers": "X-User;x"}),
+        P + "tls-proxy-auth-response-headers",
+        "header names",
+    ),
+    (
+        "auth-headers-reserved",
+        pod({**AUTH, P + "tls-proxy-auth-response-headers": "X-User,Host"}),
+        P + "tls-proxy-auth-response-headers",
+        "Host: set by the proxy",
+    ),
+    ("auth-ca", pod({**AUTH, P + "tls-proxy-auth-ca": "A B"}), P + "tls-proxy-auth-ca", "Secret"),
+    (
+        "auth-hook",
+        pod(AUTH, lifecycle={"preStop": {"httpGet": {"path": "/drain", "port": "http"}}}),
+        P + "tls-proxy",
+        "no token for the auth gate",
+    ),
+]
+
+
+CFG = [{"name": "cfg", "configMap": {"name": "app-config"}}]
+CFG_MOUNT = [{"name": "cfg", "mountPath": "/etc/app"}]
+URL = {P + "config-reload": "cfg", P + "config-reload-url": "http://localhost:8080/-/reload"}
+HUP = {P + "config-reload": "cfg", P + "config-reload-signal": "HUP", P + "config-reload-process": "app"}
+AS_1000 = {"runAsUser": 1000}
+
+
+def reload_pod(annotations: dict[str, str], volumes: list[Any] | None = None, **container: Any) -> dict[str, Any]:
+    container.setdefault("volumeMounts", CFG_MOUNT)
+    container.setdefault("securityContext", AS_1000)
+    return pod(annotations, CFG if volumes is None else volumes, **container)
+
+
+def reload_url(url: str) -> dict[str, Any]:
+    return reload_pod({**URL, P + "config-reload-url": url})
+
+
+BAD_URL = "http://localhost:<port>/<path>"
+# Sidecars: config reload and cache.
+CASES += [
+    ("reload-names", reload_pod({**URL, P + "config-reload": "Cfg"}), P + "config-reload", "comma-separated names"),
+    ("reload-no-volume", reload_pod({**URL, P + "config-reload": "other"}), P + "config-reload", "no volume named"),
+    ("reload-not-mounted", reload_pod(URL, volumeMounts=[]), P + "config-reload", "does not mount volume 'cfg'"),
+    (
+        "reload-emptydir",
+        reload_pod(URL, volumes=[{"name": "cfg", "emptyDir": {}}]),
+        P + "config-reload",
+        "is of type emptyDir; only configMap and secret",
+    ),
+    (
+        "reload-projected-token",
+        reload_pod(URL, volumes=[{"name": "cfg", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}]),
+        P + "config-reload",
+        "projected (serviceAccountToken)",
+    ),
+    (
+        "reload-subpath",
+        reload_pod(URL, volumeMounts=[{"name": "cfg", "mountPath": "/etc/app/app.yml", "subPath": "app.yml"}]),
+        P + "config-reload",
+        "never updates a subPath mount",
+    ),
+    ("reload-both", reload_pod({**URL, **HUP}), P + "config-reload", "exactly one of"),
+    ("reload-neither", reload_pod({P + "config-reload": "cfg"}), P + "config-reload", "exactly one of"),
+    ("reload-https", reload_url("https://localhost:8443/reload"), P + "config-reload-url", BAD_URL),
+    ("reload-remote", reload_url("http://example.com:80/reload"), P + "config-reload-url", BAD_URL),
+    ("reload-no-port", reload_url("http://localhost/-/reload"), P + "config-reload-url", BAD_URL),
+    ("reload-port-range", reload_url("http://localhost:70000/"), P + "config-reload-url", BAD_URL),
+    ("reload-shell", reload_url("http://localhost:80/$(reboot)"), P + "config-reload-url", BAD_URL),
+    ("reload-query", reload_url("http://localhost:80/r?x=1"), P + "config-reload-url", BAD_URL),
+    ("reload-userinfo", reload_url("http://a@localhost:80/r"), P + "config-reload-url", BAD_URL),
+    (
+        "reload-signal",
+        reload_pod({**HUP, P + "config-reload-signal": "KILL"}),
+        P + "config-reload-signal",
+        "HUP, USR1, USR2, TERM",
+    ),
+    (
+        "reload-no-process",
+        reload_pod({P + "config-reload": "cfg", P + "config-reload-signal": "HUP"}),
+        P + "config-reload-signal",
+        "config-reload-process",
+    ),
+    (
+        "reload-process-long",
+        reload_pod({**HUP, P + "config-reload-process": "a" * 16}),
+        P + "config-reload-process",
+        "1 to 15",
+    ),
+    (
+        "reload-process-shell",
+        reload_pod({**HUP, P + "config-reload-process": "app;reboot"}),
+        P + "config-reload-process",
+        "/proc/<pid>/comm",
+    ),
+    (
+        "reload-no-shared-pid",
+        with_spec(reload_pod(HUP), shareProcessNamespace=False),
+        P + "config-reload-signal",
+        "shareProcessNamespace: false",
+    ),
+    ("reload-no-user", reload_pod(HUP, securityContext={}), P + "config-reload-signal", "set runAsUser"),
+    ("reload-host-pid", with_spec(reload_pod(HUP), hostPID=True), P + "config-reload-signal", "hostPID"),
+    ("cache-kind", pod({P + "cache": "memcached"}), P + "cache", "expected one of: redis"),
+    ("cache-port-taken", pod({P + "cache": "redis", P + "cache-port": "8080"}), P + "cache-port", "already used"),
+    ("cache-port", pod({P + "cache": "redis", P + "cache-port": "63 79"}), P + "cache-port", "1 to 65535"),
+    (
+        "cache-default-port-taken",
+        pod({P + "cache": "redis"}, ports=[{"containerPort": 6379}]),
+        P + "cache",
+        "choose another with podpatterns.io/cache-port",
+    ),
+    ("cache-memory-unit", pod({P + "cache": "redis", P + "cache-memory": "64MB"}), P + "cache-memory", "1Mi to 16Gi"),
+    ("cache-memory-big", pod({P + "cache": "redis", P + "cache-memory": "32Gi"}), P + "cache-memory", "1Mi to 16Gi"),
+    ("cache-memory-small", pod({P + "cache": "redis", P + "cache-memory": "512Ki"}), P + "cache-memory", "1Mi"),
+    ("cache-memory-text", pod({P + "cache": "redis", P + "cache-memory": "64Mi;x"}), P + "cache-memory", "1Mi"),
+    (
+        "cache-env",
+        pod({P + "cache": "redis"}, env=[{"name": "PODPATTERNS_CACHE_URL", "value": "redis://db:6379"}]),
+        P + "cache",
+        "already sets PODPATTERNS_CACHE_URL",
+    ),
+    ("cache-host-network", with_spec(pod({P + "cache": "redis"}), hostNetwork=True), P + "cache", "hostNetwork"),
+    (
+        "cache-image",
+        pod({P + "cache": "redis", P + "cache-image": "evil.example.com/redis:7"}),
+        P + "cache-image",
+        "allowlist",
+    ),
+]
+
 
 @pytest.fixture(scope="module")
 def config() -> InjectorConfig:

@@ -224,7 +224,7 @@ def test_the_clone_runs_as_the_app_user_and_the_app_mounts_only_the_checkout() -
     pod = injected(clone_pod({"runAsUser": 1000, "runAsGroup": 3000}, app={"runAsGroup": 3001}, worker={}))
     assert pod.clone["securityContext"]["runAsUser"] == 1000
     assert pod.clone["securityContext"]["runAsGroup"] == 3001  # the container's own over the pod's
-    assert pod.clone["volumeMounts"] == [{"mountPath": GIT_MOUNT, "name": GIT_VOLUME}]
+    assert pod.clone["volumeMounts"][0] == {"mountPath": GIT_MOUNT, "name": GIT_VOLUME}
     for container in pod.pod["spec"]["containers"]:
         assert {"mountPath": "/app", "name": GIT_VOLUME, "subPath": GIT_CHECKOUT} in container["volumeMounts"]
     assert pod.warnings == ()  # every container runs as UID 1000: nothing to say

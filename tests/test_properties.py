@@ -50,6 +50,13 @@ GOOD_VALUES: dict[str, st.SearchStrategy[str]] = {
     keys.INIT_GIT_CLONE_PATH: st.sampled_from(["/src", "/app", "/data"]),
     keys.NATIVE_SIDECARS: st.sampled_from(["true", "false"]),
     keys.LOG_TAIL_RESOURCES: st.sampled_from(['{"limits": {"memory": "64Mi"}}']),
+    keys.CONFIG_RELOAD: st.sampled_from(["data", "data,other"]),
+    keys.CONFIG_RELOAD_URL: st.sampled_from(["http://localhost:9090/-/reload", "http://127.0.0.1:8080/"]),
+    keys.CONFIG_RELOAD_SIGNAL: st.sampled_from(["HUP", "USR1"]),
+    keys.CONFIG_RELOAD_PROCESS: st.sampled_from(["nginx", "python3"]),
+    keys.CACHE: st.just("redis"),
+    keys.CACHE_PORT: PORTS.map(str),
+    keys.CACHE_MEMORY: st.sampled_from(["16Mi", "1Gi"]),
 }
 
 
@@ -91,7 +98,9 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
     )
     spec: dict[str, Any] = {"containers": [draw(containers(n)) for n in names]}
     if any("volumeMounts" in c for c in spec["containers"]):
-        spec["volumes"] = [{"name": "data", "emptyDir": {}}]
+        # Sometimes a ConfigMap, so config-reload gets past its volume checks.
+        source = draw(st.sampled_from([{"emptyDir": {}}, {"configMap": {"name": "data"}}]))
+        spec["volumes"] = [{"name": "data", **source}]
     if draw(st.booleans()):
         spec["initContainers"] = [{"name": "setup", "image": "registry.example.com/setup:1"}]
     annotations: dict[str, str] = {}

@@ -35,8 +35,12 @@ def injector_config() -> dict[str, Any]:
             "runAsUser": 101,
             "loadModules": ["/usr/lib/nginx/modules/ngx_stream_module.so"],
         },
+        # The TLS tunnel out: the same nginx image (its stream module comes from tlsProxy.loadModules).
+        "tlsEgress": {"image": images.NGINX, "runAsUser": 101},
         "logTail": {"image": images.BUSYBOX, "runAsUser": 65534},
         "waitFor": {"image": images.BUSYBOX, "runAsUser": 65534, "timeoutSeconds": 300},
+        "configReload": {"image": images.BUSYBOX, "runAsUser": 65534},
+        "cache": {"image": images.REDIS, "runAsUser": 999},
         "gitClone": {"image": images.GIT, "runAsUser": 65532, "allowedSchemes": GIT_DAEMON_SCHEMES},
         "exporters": {
             "elasticsearch": {

@@ -28,6 +28,16 @@ TLS_PROXY_CLIENT_CA = PREFIX + "tls-proxy-client-ca"
 TLS_PROXY_PROTOCOL = PREFIX + "tls-proxy-protocol"
 TLS_PROXY_IMAGE = PREFIX + "tls-proxy-image"
 TLS_PROXY_RESOURCES = PREFIX + "tls-proxy-resources"
+TLS_PROXY_AUTH_URL = PREFIX + "tls-proxy-auth-url"  # ambassador in: ask an auth service before the app
+TLS_PROXY_AUTH_RESPONSE_HEADERS = PREFIX + "tls-proxy-auth-response-headers"
+TLS_PROXY_AUTH_CA = PREFIX + "tls-proxy-auth-ca"
+
+# Ambassador out: plain text to 127.0.0.1:<local port>, verified TLS to the server.
+TLS_EGRESS = PREFIX + "tls-egress"
+TLS_EGRESS_CA = PREFIX + "tls-egress-ca"
+TLS_EGRESS_CLIENT_CERT = PREFIX + "tls-egress-client-cert"
+TLS_EGRESS_IMAGE = PREFIX + "tls-egress-image"
+TLS_EGRESS_RESOURCES = PREFIX + "tls-egress-resources"
 
 # Adapter: a Prometheus exporter beside the app.
 EXPORTER = PREFIX + "exporter"
@@ -46,6 +56,22 @@ LOG_TAIL_CONTAINER = PREFIX + "log-tail-container"
 LOG_TAIL_IMAGE = PREFIX + "log-tail-image"
 LOG_TAIL_RESOURCES = PREFIX + "log-tail-resources"
 
+# Sidecar: reload the app when a ConfigMap or Secret volume it mounts changes.
+CONFIG_RELOAD = PREFIX + "config-reload"
+CONFIG_RELOAD_CONTAINER = PREFIX + "config-reload-container"
+CONFIG_RELOAD_URL = PREFIX + "config-reload-url"
+CONFIG_RELOAD_SIGNAL = PREFIX + "config-reload-signal"
+CONFIG_RELOAD_PROCESS = PREFIX + "config-reload-process"
+CONFIG_RELOAD_IMAGE = PREFIX + "config-reload-image"
+CONFIG_RELOAD_RESOURCES = PREFIX + "config-reload-resources"
+
+# Sidecar: a local Redis cache on 127.0.0.1.
+CACHE = PREFIX + "cache"
+CACHE_CONTAINER = PREFIX + "cache-container"
+CACHE_PORT = PREFIX + "cache-port"
+CACHE_MEMORY = PREFIX + "cache-memory"
+CACHE_IMAGE = PREFIX + "cache-image"
+
 # initContainers, run in order before the pod's own.
 INIT_WAIT_FOR = PREFIX + "init-wait-for"
 INIT_WAIT_TIMEOUT = PREFIX + "init-wait-timeout"
@@ -63,7 +89,18 @@ INIT_TEMPLATES = PREFIX + "init-templates"
 SIDECAR_TEMPLATES = PREFIX + "sidecar-templates"
 
 # The keys that ask for an injection; without one of them the pod is left alone.
-FEATURE_KEYS = (TLS_PROXY, EXPORTER, LOG_TAIL, INIT_WAIT_FOR, INIT_GIT_CLONE, INIT_TEMPLATES, SIDECAR_TEMPLATES)
+FEATURE_KEYS = (
+    TLS_PROXY,
+    TLS_EGRESS,
+    EXPORTER,
+    LOG_TAIL,
+    CONFIG_RELOAD,
+    CACHE,
+    INIT_WAIT_FOR,
+    INIT_GIT_CLONE,
+    INIT_TEMPLATES,
+    SIDECAR_TEMPLATES,
+)
 
 # Option keys and the feature key they refine (an option without its feature is a warning).
 OPTION_OF: dict[str, str] = {
@@ -75,6 +112,13 @@ OPTION_OF: dict[str, str] = {
     TLS_PROXY_PROTOCOL: TLS_PROXY,
     TLS_PROXY_IMAGE: TLS_PROXY,
     TLS_PROXY_RESOURCES: TLS_PROXY,
+    TLS_PROXY_AUTH_URL: TLS_PROXY,
+    TLS_PROXY_AUTH_RESPONSE_HEADERS: TLS_PROXY,
+    TLS_PROXY_AUTH_CA: TLS_PROXY,
+    TLS_EGRESS_CA: TLS_EGRESS,
+    TLS_EGRESS_CLIENT_CERT: TLS_EGRESS,
+    TLS_EGRESS_IMAGE: TLS_EGRESS,
+    TLS_EGRESS_RESOURCES: TLS_EGRESS,
     EXPORTER_CONTAINER: EXPORTER,
     EXPORTER_TARGET_PORT: EXPORTER,
     EXPORTER_PORT: EXPORTER,
@@ -86,6 +130,16 @@ OPTION_OF: dict[str, str] = {
     LOG_TAIL_CONTAINER: LOG_TAIL,
     LOG_TAIL_IMAGE: LOG_TAIL,
     LOG_TAIL_RESOURCES: LOG_TAIL,
+    CONFIG_RELOAD_CONTAINER: CONFIG_RELOAD,
+    CONFIG_RELOAD_URL: CONFIG_RELOAD,
+    CONFIG_RELOAD_SIGNAL: CONFIG_RELOAD,
+    CONFIG_RELOAD_PROCESS: CONFIG_RELOAD,
+    CONFIG_RELOAD_IMAGE: CONFIG_RELOAD,
+    CONFIG_RELOAD_RESOURCES: CONFIG_RELOAD,
+    CACHE_CONTAINER: CACHE,
+    CACHE_PORT: CACHE,
+    CACHE_MEMORY: CACHE,
+    CACHE_IMAGE: CACHE,
     INIT_WAIT_TIMEOUT: INIT_WAIT_FOR,
     INIT_WAIT_FOR_IMAGE: INIT_WAIT_FOR,
     INIT_WAIT_FOR_RESOURCES: INIT_WAIT_FOR,

@@ -10,18 +10,31 @@ from __future__ import annotations
 import fnmatch
 import re
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from webhook.injection import fingerprint
 from webhook.injection.errors import ConfigError
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # An image reference: registry/path[:tag][@digest]; no spaces, quotes or shell metacharacters.
 IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._\-/:@]{0,254}$", re.IGNORECASE)
 MODULE_PATH = re.compile(r"^/[A-Za-z0-9._@+=,/-]{1,1000}\.so$")
+# A file path that reaches nginx's config (the system CA bundle): plain, absolute, nothing that could end a directive.
+FILE_PATH = re.compile(r"^/[A-Za-z0-9._@+=,/-]{1,1000}$")
+DEFAULT_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # alpine's and Debian's system bundle
+
+
+def _plain_file(path: str) -> str:
+    if not FILE_PATH.match(path) or ".." in path.split("/") or "//" in path or path.endswith("/"):
+        raise ValueError(f"{path!r} is not a plain absolute file path")
+    return path
+
+
 QUANTITY = re.compile(r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
 _SUFFIX = {
     "n": Decimal("1e-9"),
@@ -138,10 +151,69 @@ class TlsProxyConfig(Component):
                 raise ValueError(f"{path!r} is not a plain absolute path to a module (.so)")
         return value
 
+    system_ca_bundle: str = Field(default=DEFAULT_CA_BUNDLE, alias="systemCABundle")
+    """The image's CA bundle: what the auth gate verifies its service with when no tls-proxy-auth-ca is named."""
+
+    @field_validator("system_ca_bundle")
+    @classmethod
+    def _bundle(cls, value: str) -> str:
+        return _plain_file(value)
+
+
+class TlsEgressConfig(Component):
+    """The TLS tunnel out (tls-egress): an nginx of its own; its stream module comes from tlsProxy.loadModules."""
+
+    image: str = "nginxinc/nginx-unprivileged:1.27.4-alpine"
+    run_as_user: int = Field(default=101, alias="runAsUser", ge=1)
+    resources: Resources = Resources(
+        requests={"cpu": "10m", "memory": "16Mi"}, limits={"cpu": "500m", "memory": "64Mi"}
+    )
+    system_ca_bundle: str = Field(default=DEFAULT_CA_BUNDLE, alias="systemCABundle")
+    """Servers are verified against this bundle of the image when no tls-egress-ca is named: never unverified."""
+
+    @field_validator("system_ca_bundle")
+    @classmethod
+    def _bundle(cls, value: str) -> str:
+        return _plain_file(value)
+
 
 class LogTailConfig(Component):
     image: str = "busybox:1.37.0"
     run_as_user: int = Field(default=65534, alias="runAsUser", ge=1)
+
+
+class ConfigReloadConfig(Component):
+    """The reloader (config-reload): busybox polling each volume's `..data` link."""
+
+    image: str = "busybox:1.37.0"
+    run_as_user: int = Field(default=65534, alias="runAsUser", ge=1)
+    poll_seconds: int = Field(default=5, alias="pollSeconds", ge=1, le=300)
+    """How often `..data` is read: kubelet updates volumes about once a minute, so 5 s adds little delay."""
+    settle_seconds: int = Field(default=2, alias="settleSeconds", ge=1, le=60)
+    """A change counts once `..data` has not moved for this long: two quick edits make one reload."""
+
+
+CACHE_MEMORY_MIN = 2**20  # 1Mi: below that Redis' own baseline (~1 MB) is all there is
+CACHE_MEMORY_MAX = 16 * 2**30  # 16Gi: a pod-local cache beyond this belongs in a real Redis
+
+
+class CacheConfig(Component):
+    """The local Redis (cache). Its memory request and limit follow cache-memory; the config sets the CPU."""
+
+    image: str = "redis:7.4-alpine"
+    run_as_user: int = Field(default=999, alias="runAsUser", ge=1)  # the official image's redis user
+    resources: Resources = Resources(
+        requests={"cpu": "10m", "memory": "96Mi"}, limits={"cpu": "500m", "memory": "96Mi"}
+    )
+    memory: str = "64Mi"
+    """The default cache-memory (Redis' maxmemory)."""
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not QUANTITY.match(value) or not CACHE_MEMORY_MIN <= parse_quantity(value) <= CACHE_MEMORY_MAX:
+            raise ValueError(f"{value!r} is not a memory quantity from 1Mi to 16Gi")
+        return value
 
 
 class WaitForConfig(Component):
@@ -305,8 +377,11 @@ class InjectorConfig(_Model):
     image_allowlist: tuple[str, ...] = Field(default=(), alias="imageAllowlist")
     """Glob patterns an image override annotation must match; empty means any image may be named."""
     tls_proxy: TlsProxyConfig = Field(default_factory=TlsProxyConfig, alias="tlsProxy")
+    tls_egress: TlsEgressConfig = Field(default_factory=TlsEgressConfig, alias="tlsEgress")
     log_tail: LogTailConfig = Field(default_factory=LogTailConfig, alias="logTail")
     wait_for: WaitForConfig = Field(default_factory=WaitForConfig, alias="waitFor")
+    config_reload: ConfigReloadConfig = Field(default_factory=ConfigReloadConfig, alias="configReload")
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     git_clone: GitCloneConfig = Field(default_factory=GitCloneConfig, alias="gitClone")
     exporters: dict[str, ExporterPreset] = Field(default_factory=dict)
     """Exporter presets, merged over the built-in ones (elasticsearch, redis, postgres, mysql, nginx)."""
@@ -334,6 +409,13 @@ class InjectorConfig(_Model):
             if not DNS_LABEL.match(name):
                 raise ValueError(f"exporters: preset name {name!r} is not a DNS label")
         return self
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """webhook/injection/fingerprint.py: computed on first use, then kept on this frozen object, so
+        the status annotation of every pod costs a lookup. (A model_copy(update=...) is not validated
+        either; configs come from parse_config.)"""
+        return fingerprint.compute_fingerprint(self)
 
     def image_allowed(self, image: str) -> bool:
         return not self.image_allowlist or any(fnmatch.fnmatchcase(image, p) for p in self.image_allowlist)

@@ -21,7 +21,17 @@ import orjson
 
 from webhook import __version__
 from webhook.injection import annotations as keys
-from webhook.injection import exporter, init_steps, log_tail, tls_proxy, values
+from webhook.injection import (
+    cache,
+    config_reload,
+    exporter,
+    init_steps,
+    log_tail,
+    service_account,
+    tls_egress,
+    tls_proxy,
+    values,
+)
 from webhook.injection.annotations import AnnotationReader
 from webhook.injection.config import InjectorConfig
 from webhook.injection.errors import AnnotationError, InvalidAnnotations
@@ -29,11 +39,16 @@ from webhook.injection.workspace import Json, Workspace
 
 Feature = Callable[[Workspace, InjectorConfig], None]
 
-# The TLS proxy runs first: it moves the app's port, which the exporter must then follow.
+# The TLS tunnel out comes first: it claims loopback ports the TLS proxy must not move the app to, and
+# its sidecar then starts first. The TLS proxy moves the app's port, which the exporter must then follow.
 FEATURES: tuple[tuple[str, Feature], ...] = (
+    (keys.TLS_EGRESS, tls_egress.apply),
     (keys.TLS_PROXY, tls_proxy.apply),
     (keys.EXPORTER, exporter.apply),
     (keys.LOG_TAIL, log_tail.apply),
+    # After the TLS proxy: a reload URL follows the app to its moved port; the cache's port check sees it.
+    (keys.CONFIG_RELOAD, config_reload.apply),
+    (keys.CACHE, cache.apply),
     (keys.INIT_WAIT_FOR, init_steps.apply_wait_for),
     (keys.INIT_GIT_CLONE, init_steps.apply_git_clone),
     (keys.INIT_TEMPLATES, init_steps.apply_init_templates),
@@ -161,12 +176,14 @@ def inject(pod: Json, config: InjectorConfig) -> Result:
         if key in annotations:
             apply(ws, config)
             injected.append(key.removeprefix(keys.PREFIX))
+    if injected:
+        service_account.withhold_token(ws)
     if reader.errors:
         raise InvalidAnnotations(reader.errors, ws.warnings)
-    return _assemble(pod, ws, native=native, injected=tuple(injected))
+    return _assemble(pod, ws, config, native=native, injected=tuple(injected))
 
 
-def _assemble(pod: Json, ws: Workspace, *, native: bool, injected: tuple[str, ...]) -> Result:
+def _assemble(pod: Json, ws: Workspace, config: InjectorConfig, *, native: bool, injected: tuple[str, ...]) -> Result:
     sidecars = ws.added.sidecars
     # Native sidecars already leading the pod's initContainers (a mesh proxy such as istio-proxy) stay
     # first: with CNI traffic capture our wait-for and git clone need them running to reach the network.
@@ -186,6 +203,7 @@ def _assemble(pod: Json, ws: Workspace, *, native: bool, injected: tuple[str, ..
         "volumes": [v["name"] for v in ws.added.volumes],
         "features": list(injected),
         "version": __version__,
+        "config": config.fingerprint,  # which config injected it: `podpatterns audit` tells current from stale
     }
     metadata = dict(pod.get("metadata") or {})
     metadata["annotations"] = {
@@ -199,6 +217,7 @@ def _assemble(pod: Json, ws: Workspace, *, native: bool, injected: tuple[str, ..
         spec["initContainers"] = init_containers
     if ws.added.volumes:
         spec["volumes"] = [*ws.volumes, *ws.added.volumes]
+    spec.update(ws.spec_fields)
     if ws.sysctls:
         security = dict(spec.get("securityContext") or {})
         present = {s.get("name") for s in security.get("sysctls") or []}

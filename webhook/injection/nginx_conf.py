@@ -13,7 +13,11 @@ from webhook import __version__
 
 TLS_DIR = "/etc/podpatterns/tls"
 CLIENT_CA_DIR = "/etc/podpatterns/client-ca"
+AUTH_CA_DIR = "/etc/podpatterns/auth-ca"  # tls-proxy-auth-ca: the CA of the auth service
+EGRESS_CA_DIR = "/etc/podpatterns/egress-ca"  # tls-egress-ca: the CA of the servers the tunnel reaches
+EGRESS_CLIENT_DIR = "/etc/podpatterns/egress-client"  # tls-egress-client-cert: our certificate for them
 TMP_DIR = "/tmp"
+AUTH_LOCATION = "/_podpatterns_auth"  # internal: clients asking for it get 404
 
 # Mozilla "intermediate": TLS 1.2 with forward-secret AEAD ciphers, and TLS 1.3.
 CIPHERS = (
@@ -30,6 +34,18 @@ class ProxySpec:
     mutual_tls: bool
     open_paths: tuple[str, ...] = ()  # kubelet probe paths reachable without a client certificate
     load_modules: tuple[str, ...] = ()  # absolute .so paths from the config (tlsProxy.loadModules)
+    auth: AuthSpec | None = None  # http mode: the auth gate (tls-proxy-auth-url)
+
+
+@dataclass(frozen=True)
+class AuthSpec:
+    """The auth gate: every request but kubelet's probes is first asked of https://host:port/path."""
+
+    host: str  # a DNS name or IPv4 address (values.auth_url)
+    port: int
+    path: str  # values.AUTH_PATH: no query, nothing that needs decoding
+    trusted_ca: str  # a PEM bundle path: the auth CA Secret's ca.crt, or the image's system bundle
+    response_headers: tuple[str, ...] = ()  # values.HEADER_NAME; copied from the answer to the app
 
 
 def _tls_lines(spec: ProxySpec, indent: str) -> list[str]:
@@ -112,9 +128,13 @@ def render(spec: ProxySpec) -> str:
     main_location = ["        location / {"]
     if spec.mutual_tls and spec.open_paths:
         main_location.append("            if ($ssl_client_verify != SUCCESS) { return 403; }")
+    if spec.auth:
+        main_location += _auth_gate(spec.auth)
     main_location += [*_upstream(f"http://127.0.0.1:{spec.app_port}", upgrade=True), "        }"]
     probe_locations: list[str] = []
-    if spec.mutual_tls:
+    if spec.mutual_tls or spec.auth:
+        # The exact probe paths bypass the client-certificate check and the auth gate alike: kubelet has
+        # neither a certificate nor a token.
         for path in spec.open_paths:
             # The URI part sends the normalised path itself, so `/data/..%2Fhealthz` reaches the app as
             # /healthz (what was authorised), never as the raw target the client wrote. No upgrade here:
@@ -140,7 +160,131 @@ def render(spec: ProxySpec) -> str:
         *_tls_lines(spec, "        "),
         *main_location,
         *probe_locations,
+        *(_auth_locations(spec.auth) if spec.auth else []),
         "    }",
         "}",
     ]
     return "\n".join(head + body) + "\n"
+
+
+def _header_variable(name: str) -> str:
+    return "$podpatterns_auth_" + name.lower().replace("-", "_")
+
+
+def _auth_gate(auth: AuthSpec) -> list[str]:
+    lines = [
+        f"auth_request {AUTH_LOCATION};",
+        # 401 and 403 go back to the client; auth_request itself copies a 401's WWW-Authenticate (adding it
+        # again with add_header would send the challenge twice: tests/test_nginx_ambassadors.py).
+        # auth_request answers 500 for any other status and when the service is unreachable: fail closed, 503.
+        "error_page 500 = @podpatterns_auth_unavailable;",
+    ]
+    for name in auth.response_headers:
+        # Always set, so the client's own header of that name never reaches the app (an empty value drops it).
+        variable = _header_variable(name)
+        lines += [
+            f"auth_request_set {variable} $upstream_http_{name.lower().replace('-', '_')};",
+            f"proxy_set_header {name} {variable};",
+        ]
+    return ["            " + line for line in lines]
+
+
+def _auth_locations(auth: AuthSpec) -> list[str]:
+    port = "" if auth.port == 443 else f":{auth.port}"
+    lines = [
+        f"location = {AUTH_LOCATION} {{",
+        "    internal;",
+        # A literal host: resolved once, when nginx starts, with the system resolver (no cluster DNS needed).
+        f"    proxy_pass https://{auth.host}{port}{auth.path};",
+        "    proxy_http_version 1.1;",
+        "    proxy_pass_request_body off;",
+        "    proxy_pass_request_headers off;  # only what the auth service needs, below",
+        '    proxy_set_header Content-Length "";',
+        '    proxy_set_header Connection "";',
+        "    proxy_set_header Authorization $http_authorization;",
+        "    proxy_set_header Cookie $http_cookie;",
+        "    proxy_set_header X-Original-URI $request_uri;",
+        "    proxy_set_header X-Original-Method $request_method;",
+        "    proxy_set_header X-Forwarded-Proto https;",
+        "    proxy_set_header X-Forwarded-Host $http_host;",
+        "    proxy_set_header X-Forwarded-Uri $request_uri;",
+        "    proxy_set_header X-Forwarded-Method $request_method;",
+        "    proxy_ssl_server_name on;",
+        f"    proxy_ssl_name {auth.host};",
+        "    proxy_ssl_verify on;",
+        "    proxy_ssl_verify_depth 3;",
+        f"    proxy_ssl_trusted_certificate {auth.trusted_ca};",
+        "    proxy_ssl_protocols TLSv1.2 TLSv1.3;",
+        "    proxy_connect_timeout 5s;",
+        "    proxy_read_timeout 15s;",
+        "}",
+        "location @podpatterns_auth_unavailable {",
+        "    return 503;",
+        "}",
+    ]
+    return ["        " + line for line in lines]
+
+
+@dataclass(frozen=True)
+class EgressRoute:
+    local_port: int  # the app connects to 127.0.0.1:<local_port> in plain text
+    host: str  # a DNS name or IPv4 address (values.egress_routes)
+    port: int
+    name: str = ""  # the name to verify and send as SNI; default: host (nginx checks DNS names, not IP SANs)
+
+
+@dataclass(frozen=True)
+class EgressSpec:
+    routes: tuple[EgressRoute, ...]
+    trusted_ca: str  # a PEM bundle path: the egress CA Secret's ca.crt, or the image's system bundle
+    client_cert: bool  # present EGRESS_CLIENT_DIR/tls.crt + tls.key (mutual TLS to the server)
+    load_modules: tuple[str, ...] = ()
+
+
+@functools.lru_cache(maxsize=256)
+def render_egress(spec: EgressSpec) -> str:
+    """The TLS tunnel's own nginx (stream): plain text in on 127.0.0.1, verified TLS out."""
+    lines = [
+        f"# generated by podpatterns {__version__} for this pod; rebuilt at every injection",
+        *(f"load_module {module};" for module in spec.load_modules),
+        "worker_processes 1;",
+        "worker_shutdown_timeout 5s;",
+        "daemon off;",
+        f"pid {TMP_DIR}/nginx.pid;",
+        "error_log stderr notice;",
+        "events { worker_connections 1024; }",
+        "stream {",
+        # One line per connection in `kubectl logs`: which route, the address reached, the outcome (200 = relayed,
+        # 502 = the server could not be reached or failed verification, whose reason error_log gives).
+        "    log_format podpatterns 'tls-egress 127.0.0.1:$server_port -> $upstream_addr status=$status '",
+        "        'sent=$bytes_sent received=$bytes_received time=$session_time';",
+        "    access_log /dev/stderr podpatterns;",
+    ]
+    for route in spec.routes:
+        lines += [
+            "    server {",
+            # Loopback only: the pod IP must never offer a plain-text way to the server.
+            f"        listen 127.0.0.1:{route.local_port};",
+            # A literal host: resolved once, when nginx starts, with the system resolver.
+            f"        proxy_pass {route.host}:{route.port};",
+            "        proxy_ssl on;",
+            "        proxy_ssl_server_name on;",
+            f"        proxy_ssl_name {route.name or route.host};",
+            "        proxy_ssl_verify on;",
+            "        proxy_ssl_verify_depth 3;",
+            f"        proxy_ssl_trusted_certificate {spec.trusted_ca};",
+            "        proxy_ssl_protocols TLSv1.2 TLSv1.3;",
+            *(
+                [
+                    f"        proxy_ssl_certificate {EGRESS_CLIENT_DIR}/tls.crt;",
+                    f"        proxy_ssl_certificate_key {EGRESS_CLIENT_DIR}/tls.key;",
+                ]
+                if spec.client_cert
+                else []
+            ),
+            "        proxy_connect_timeout 10s;",
+            "        proxy_timeout 1h;",
+            "    }",
+        ]
+    lines.append("}")
+    return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ from webhook.injection.workspace import Json, Workspace
 CONTAINER = "podpatterns-tls-proxy"
 VOLUME_TLS = "podpatterns-tls"
 VOLUME_CLIENT_CA = "podpatterns-client-ca"
+VOLUME_AUTH_CA = "podpatterns-auth-ca"
 CONF_ENV = "PODPATTERNS_NGINX_CONF"
 IF_INET6 = "/proc/net/if_inet6"  # the pod's IPv6 addresses, one a line; empty or absent without IPv6
 CONF_FILE = f"{nginx_conf.TMP_DIR}/nginx.conf"
@@ -48,18 +49,21 @@ sed -e 's|\$podpatterns_tls_dir/|{nginx_conf.TLS_DIR}/|' \
   -e 's|^\( *\)listen .*;$|\1listen unix:{CHECK_SOCKET} ssl;|' {CONF_FILE} > {CHECK_FILE} || exit 1
 if ! nginx -t -q -e stderr -c {CHECK_FILE}; then
   echo "podpatterns: nginx cannot start with these files (its error above names the one): tls.crt and tls.key" \
-    "must be a PEM certificate and its own key, ca.crt (mutual TLS) PEM CA certificates" >&2
+    "must be a PEM certificate and its own key, ca.crt (mutual TLS, auth CA) PEM CA certificates;" \
+    "an auth service's host must resolve" >&2
   exit 1
 fi
 exec nginx -e stderr -c {CONF_FILE}
 """
 
 
-def start_command(*, mutual_tls: bool) -> list[str]:
+def start_command(*, mutual_tls: bool, auth_ca: bool = False) -> list[str]:
     """The proxy container's command: the constant script and the files it checks."""
     files = [f"{nginx_conf.TLS_DIR}/tls.crt", f"{nginx_conf.TLS_DIR}/tls.key"]
     if mutual_tls:
         files.append(f"{nginx_conf.CLIENT_CA_DIR}/ca.crt")
+    if auth_ca:
+        files.append(f"{nginx_conf.AUTH_CA_DIR}/ca.crt")
     return ["sh", "-c", START_SCRIPT, CONTAINER, *files]
 
 
@@ -168,13 +172,18 @@ def _rewrite_handler(
     return handler
 
 
-def _rewrite_probes(ws: Workspace, target: Json, port: Json, *, mtls: bool, protocol: str) -> list[str]:
-    """Point kubelet's probes and hooks at the proxy; returns the probe paths mTLS must leave open."""
+def _rewrite_probes(
+    ws: Workspace, target: Json, port: Json, *, mtls: bool, protocol: str, auth: bool = False
+) -> list[str]:
+    """Point kubelet's probes and hooks at the proxy; returns the probe paths mTLS or the auth gate leave open."""
     open_paths: list[str] = []
     no_cert = "kubelet presents no client certificate, which tls-proxy-client-ca requires"
     probe_reason = f"{no_cert} in tcp mode; use a tcpSocket probe" if mtls and protocol == "tcp" else None
-    # Hooks are actions (a /drain), not health checks: never open them to clients without a certificate.
+    # Hooks are actions (a /drain), not health checks: never open them to clients without a certificate
+    # or past the auth gate.
     hook_reason = f"{no_cert}; use an exec hook" if mtls else None
+    if auth and not hook_reason:
+        hook_reason = "kubelet has no token for the auth gate (tls-proxy-auth-url); use an exec hook"
     for container in list(ws.containers):
         is_target = container is target or ws.edit_of(target) is container
         for field in PROBES:
@@ -221,9 +230,15 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
     image, resources = values.image_and_resources(
         r, config, keys.TLS_PROXY_IMAGE, keys.TLS_PROXY_RESOURCES, config.tls_proxy.image, config.tls_proxy.resources
     )
+    auth_ca = r.get(keys.TLS_PROXY_AUTH_CA)
+    if auth_ca is not None:
+        auth_ca = values.secret_name(r, keys.TLS_PROXY_AUTH_CA, auth_ca)
+    auth = _auth_spec(ws, config, protocol, auth_ca)
     if None in (target, secret, protocol, env_extra, image, resources) or (
         client_ca is None and keys.TLS_PROXY_CLIENT_CA in ws.annotations
     ):
+        return
+    if auth is None and keys.TLS_PROXY_AUTH_URL in ws.annotations:
         return
     assert target is not None and env_extra is not None
     port = _resolve_port(ws, keys.TLS_PROXY_PORT, r.get(keys.TLS_PROXY_PORT) or "", target)
@@ -236,7 +251,11 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
     app_port = _app_port(ws, keys.TLS_PROXY_APP_PORT, r.get(keys.TLS_PROXY_APP_PORT), number)
     if app_port is None or not ws.claim_container_name(keys.TLS_PROXY, CONTAINER):
         return
-    for volume in (VOLUME_TLS, VOLUME_TMP) + ((VOLUME_CLIENT_CA,) if client_ca else ()):
+    for volume in (
+        (VOLUME_TLS, VOLUME_TMP)
+        + ((VOLUME_CLIENT_CA,) if client_ca else ())
+        + ((VOLUME_AUTH_CA,) if auth and auth_ca else ())
+    ):
         if not ws.claim_volume_name(keys.TLS_PROXY, volume):
             return
     existing_env = {e.get("name") for e in target.get("env") or []}
@@ -253,7 +272,7 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
         return
     _warn_exec_checks(ws, number)
 
-    open_paths = _rewrite_probes(ws, target, port, mtls=bool(client_ca), protocol=protocol)
+    open_paths = _rewrite_probes(ws, target, port, mtls=bool(client_ca), protocol=protocol, auth=bool(auth))
     _rewrite_mesh_probers(ws, number)
     if r.errors:
         return
@@ -277,6 +296,7 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
         mutual_tls=bool(client_ca),
         open_paths=tuple(open_paths),
         load_modules=config.tls_proxy.load_modules,
+        auth=auth,
     )
     if number < 1024:
         # nginx runs unprivileged; the "safe" sysctl lets it bind a low port without any capability.
@@ -287,6 +307,8 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
     ]
     if client_ca:
         mounts.append({"mountPath": nginx_conf.CLIENT_CA_DIR, "name": VOLUME_CLIENT_CA, "readOnly": True})
+    if auth and auth_ca:
+        mounts.append({"mountPath": nginx_conf.AUTH_CA_DIR, "name": VOLUME_AUTH_CA, "readOnly": True})
 
     def check(period: int, failures: int) -> Json:
         return {
@@ -303,7 +325,7 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
             # The config travels in the container's env, which nobody can change after creation (an
             # annotation could be edited with pods/patch). The script is a constant; -e: errors to stderr
             # from the first line, as the root filesystem is read-only.
-            "command": start_command(mutual_tls=bool(client_ca)),
+            "command": start_command(mutual_tls=bool(client_ca), auth_ca=bool(auth and auth_ca)),
             "env": [{"name": CONF_ENV, "value": nginx_conf.render(spec)}],
             "readinessProbe": check(5, 3),
             "startupProbe": check(1, 30),
@@ -323,6 +345,39 @@ def apply(ws: Workspace, config: InjectorConfig) -> None:
                 "secret": {"secretName": client_ca, "items": [{"key": "ca.crt", "path": "ca.crt"}]},
             }
         )
+    if auth and auth_ca:
+        ws.added.volumes.append(
+            {"name": VOLUME_AUTH_CA, "secret": {"secretName": auth_ca, "items": [{"key": "ca.crt", "path": "ca.crt"}]}}
+        )
+
+
+def _auth_spec(
+    ws: Workspace, config: InjectorConfig, protocol: str | None, auth_ca: str | None
+) -> nginx_conf.AuthSpec | None:
+    """The auth gate the annotations ask for (http mode only), or None; errors are recorded on the reader."""
+    r = ws.reader
+    raw = r.get(keys.TLS_PROXY_AUTH_URL)
+    if raw is None:
+        for option in (keys.TLS_PROXY_AUTH_RESPONSE_HEADERS, keys.TLS_PROXY_AUTH_CA):
+            if option in ws.annotations:
+                ws.warnings.append(f"annotation {option} has no effect without {keys.TLS_PROXY_AUTH_URL}")
+        return None
+    url = values.auth_url(r, keys.TLS_PROXY_AUTH_URL, raw)
+    if protocol == "tcp":
+        r.fail(
+            keys.TLS_PROXY_AUTH_URL,
+            raw,
+            "the auth gate asks about HTTP requests: it needs tls-proxy-protocol http, not tcp",
+        )
+        return None
+    headers: list[str] | None = []
+    if (raw_headers := r.get(keys.TLS_PROXY_AUTH_RESPONSE_HEADERS)) is not None:
+        headers = values.header_names(r, keys.TLS_PROXY_AUTH_RESPONSE_HEADERS, raw_headers)
+    if url is None or headers is None or (auth_ca is None and keys.TLS_PROXY_AUTH_CA in ws.annotations):
+        return None
+    host, port, path = url
+    trusted = f"{nginx_conf.AUTH_CA_DIR}/ca.crt" if auth_ca else config.tls_proxy.system_ca_bundle
+    return nginx_conf.AuthSpec(host, port, path, trusted, tuple(headers))
 
 
 MESH_PROBERS_ENV = "ISTIO_KUBE_APP_PROBERS"

@@ -31,6 +31,27 @@ HTTP_PATH = re.compile(r"^/[A-Za-z0-9._~!*'()@:+=,/%-]*$")
 PROBE_PATH = re.compile(r"^/[A-Za-z0-9._~/-]{0,255}$")
 GIT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 DURATION = re.compile(r"^([0-9]{1,6})(s|m|h)?$")
+AUTH_PATH = re.compile(r"^/[A-Za-z0-9._~/-]{0,255}$")  # literal in proxy_pass: nothing to decode, no query
+HEADER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,62}[A-Za-z0-9]$")
+# Headers the proxy sets itself, or that frame the request: an auth answer must not replace them.
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "connection",
+        "upgrade",
+        "content-length",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "keep-alive",
+        "proxy-connection",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "www-authenticate",
+        "authorization",
+        "cookie",
+    }
+)
 
 # Directories an emptyDir must never shadow (the container would lose its own files or its token).
 PROTECTED_DIRS = ("/", "/usr", "/usr/local", "/var", "/run", "/opt", "/home", "/root")
@@ -282,3 +303,73 @@ def resources(r: AnnotationReader, key: str, value: str, default: Resources) -> 
                 return None
             merged["requests"][name] = limit
     return merged
+
+
+def egress_routes(r: AnnotationReader, key: str, value: str) -> list[tuple[int, str, int, str]] | None:
+    """`<local port>=<host>:<port>[@<name>][,...]`: the host a DNS name (lowercase) or an IPv4 address; the
+    name (a DNS name, default: the host) is what the certificate must carry and what SNI sends."""
+    routes: list[tuple[int, str, int, str]] = []
+    for item in (part.strip() for part in value.split(",")):
+        local, sep, target = item.partition("=")
+        target, at, name = target.partition("@")
+        host, colon, port = target.rpartition(":")
+        if (
+            not sep
+            or not colon
+            or not local.isdigit()
+            or not 1 <= int(local) <= 65535
+            or not port.isdigit()
+            or not 1 <= int(port) <= 65535
+            or not _is_host(host)
+            or (at and not DNS_SUBDOMAIN.match(name))
+        ):
+            r.fail(
+                key,
+                value,
+                f"{item!r} is not <local port>=<host>:<port>[@<name>] (ports 1-65535, the host a DNS name or IPv4 "
+                "address, the name a DNS name)",
+            )
+            return None
+        routes.append((int(local), host, int(port), name or host))
+    locals_ = [route[0] for route in routes]
+    if len(set(locals_)) != len(locals_):
+        r.fail(key, value, "uses a local port twice")
+        return None
+    return routes
+
+
+def auth_url(r: AnnotationReader, key: str, value: str) -> tuple[str, int, str] | None:
+    """`https://<host>[:port]/<path>` as (host, port, path); no credentials, query or fragment."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port or 443
+    except ValueError:
+        parts, port = None, 0
+    if parts is None or parts.scheme != "https" or not 1 <= port <= 65535:
+        r.fail(key, value, "expected https://<host>[:port]/<path>")
+    elif parts.username is not None or parts.query or parts.fragment or "?" in value or "#" in value:
+        r.fail(key, value, "the URL must hold no user, password, query or fragment")
+    elif not _is_host(parts.hostname or "") or (parts.hostname or "") not in parts.netloc:
+        r.fail(key, value, "the host must be a DNS name (lowercase) or an IPv4 address")
+    elif not AUTH_PATH.match(parts.path):
+        r.fail(key, value, "the path must start with / and hold letters, digits and . _ ~ / - only")
+    else:
+        return parts.hostname or "", port, parts.path
+    return None
+
+
+def header_names(r: AnnotationReader, key: str, value: str) -> list[str] | None:
+    """Comma-separated HTTP header names (letters, digits, -), none the proxy sets or needs itself."""
+    names = [n.strip() for n in value.split(",")]
+    if not names or any(not HEADER_NAME.match(n) for n in names) or len(names) > 16:
+        r.fail(key, value, "expected up to 16 comma-separated header names (letters, digits and -), e.g. X-Auth-User")
+        return None
+    lowered = [n.lower() for n in names]
+    if len(set(lowered)) != len(lowered):
+        r.fail(key, value, "names a header twice")
+        return None
+    reserved = sorted(n for n in names if n.lower() in RESERVED_HEADERS)
+    if reserved:
+        r.fail(key, value, f"{', '.join(reserved)}: set by the proxy itself or by the client, not by the auth service")
+        return None
+    return names

@@ -41,8 +41,12 @@ class Workspace:
         self.added = Injected()
         self.warnings: list[str] = []
         self.sysctls: list[Json] = []
+        # Pod-level spec fields a feature sets (config-reload's shareProcessNamespace), README's one exception.
+        self.spec_fields: Json = {}
         # Ports the TLS proxy moved: original number -> localhost port the app now listens on.
         self.moved_ports: dict[int, int] = {}
+        # Loopback ports our sidecars listen on without declaring them (the TLS tunnel's local ports).
+        self.reserved_ports: set[int] = set()
         self.native = True  # sidecars become native ones (initContainers, restartPolicy Always)
         self._copies: dict[int, Json] = {}  # id(original container) -> its private copy
 
@@ -56,7 +60,7 @@ class Workspace:
         return {v.get("name") for v in self.volumes + self.added.volumes if isinstance(v.get("name"), str)}
 
     def used_ports(self) -> set[int]:
-        used = set(self.moved_ports.values())
+        used = set(self.moved_ports.values()) | self.reserved_ports
         for c in self.containers + self.init_containers + self.added.sidecars:
             for p in c.get("ports") or []:
                 if isinstance(p.get("containerPort"), int):
