@@ -1,4 +1,5 @@
-"""Command line: `podpatterns serve | inject | certs`. Flags fall back to PODPATTERNS_* variables."""
+"""Command line: `podpatterns serve | inject | certs | check | audit | restart`. Flags fall back to
+PODPATTERNS_* variables."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import yaml
 from webhook import __version__, certs, logs
 from webhook.injection import ConfigError, load_config
 from webhook.offline import dump, inject_documents, load_documents
+from webhook.ops.commands import register_cli as register_day_two
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -81,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     inject.set_defaults(func=run_inject)
 
     certs.register_cli(sub)
+    register_day_two(sub)
     return parser
 
 
