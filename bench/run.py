@@ -28,6 +28,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import ssl
 import subprocess
@@ -586,7 +587,12 @@ def main(argv: list[str] | None = None) -> int:
     (out / "RESULTS.md").write_text(text)
     sys.stdout.write(text)
     if args.record:
-        shutil.copy(out / "RESULTS.md", BENCH_DIR / "RESULTS.md")
+        recorded = BENCH_DIR / "RESULTS.md"
+        # Keep the pod-creation section (bench/pod_create.py records it separately, on a real cluster).
+        kept = re.search(r"<!-- pod-create:start -->.*?<!-- pod-create:end -->\n?", recorded.read_text(), re.S)
+        shutil.copy(out / "RESULTS.md", recorded)
+        if kept:
+            recorded.write_text(recorded.read_text().rstrip("\n") + "\n\n" + kept.group(0))
         if plot:
             shutil.copy(plot, BENCH_DIR / "RESULTS.png")
     say(f"\nwrote {out / 'results.json'}, {out / 'RESULTS.md'}" + (f", {plot}" if plot else ""))
