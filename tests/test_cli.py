@@ -139,3 +139,13 @@ def test_kubernetes_service_link_variables_do_not_break_serve() -> None:
     without = run([sys.executable, "-m", "webhook", "serve"])
     assert without.returncode == 2 and "Traceback" not in without.stderr
     assert "'tcp://10.96.0.7:443' is not a number" in without.stderr and "enableServiceLinks" in without.stderr
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["{containers: [x]}", '{containers: "x"}', "{containers: [{name: a, image: b, ports: [{containerPort: abc}]}]}"],
+)
+def test_a_malformed_pod_is_unreadable_input_not_a_traceback(spec: str) -> None:
+    manifest = f"kind: Pod\nmetadata: {{name: a, annotations: {{podpatterns.io/tls-proxy: s}}}}\nspec: {spec}\n"
+    result = podpatterns("inject", "-f", "-", stdin=manifest)
+    assert result.returncode == 2 and "not a valid pod" in result.stderr and "Traceback" not in result.stderr

@@ -24,6 +24,8 @@ def test_defaults_pin_every_image_and_give_every_component_requests_and_limits()
         ({"nativeSidecar": True}, "nativeSidecar"),
         ({"tlsProxy": {"image": "nginx; reboot"}}, "tlsProxy.image"),
         ({"tlsProxy": {"runAsUser": 0}}, "tlsProxy.runAsUser"),
+        ({"gitClone": {"defaultPath": "relative;x"}}, "gitClone.defaultPath"),
+        ({"gitClone": {"defaultPath": "/etc"}}, "gitClone.defaultPath"),
         ({"logTail": {"resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "1"}}}}, "logTail.resources"),
         (
             {

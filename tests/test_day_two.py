@@ -225,6 +225,11 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 def test_no_kubeconfig_or_an_unreachable_cluster_is_a_message_and_exit_2(tmp_path: Path) -> None:
     missing = _cli("audit", "--kubeconfig", str(tmp_path / "nope"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+    (tmp_path / "garbage").write_text("garbage: [")
+    for unreadable in (tmp_path / "garbage", tmp_path):  # not YAML; a directory
+        result = _cli("audit", "-A", "--kubeconfig", str(unreadable))
+        assert result.returncode == 2 and "cannot read kubeconfig" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         yaml.safe_dump(

@@ -334,6 +334,18 @@ CASES += [
         "https://",
     ),
     (
+        "auth-url-port-0",
+        pod({**AUTH, P + "tls-proxy-auth-url": "https://auth.example.com:0/a"}),
+        P + "tls-proxy-auth-url",
+        "[:port]",
+    ),
+    (
+        "auth-url-empty-port",
+        pod({**AUTH, P + "tls-proxy-auth-url": "https://auth.example.com:/a"}),
+        P + "tls-proxy-auth-url",
+        "[:port]",
+    ),
+    (
         "auth-credentials",
         pod({**AUTH, P + "tls-proxy-auth-url": "https://u:p@auth.example.com/a"}),
         P + "tls-proxy-auth-url",

@@ -14,7 +14,7 @@ import yaml
 
 from webhook import __version__, certs, logs
 from webhook.injection import ConfigError, load_config
-from webhook.offline import dump, inject_documents, load_documents
+from webhook.offline import MalformedManifest, dump, inject_documents, load_documents
 from webhook.ops.commands import register_cli as register_day_two
 
 
@@ -175,7 +175,11 @@ def run_inject(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"podpatterns inject: {exc}\n")
         return 2
-    out, warnings, errors = inject_documents(docs, config)
+    try:
+        out, warnings, errors = inject_documents(docs, config)
+    except MalformedManifest as exc:
+        sys.stderr.write(f"podpatterns inject: cannot inject {args.filename}: {exc}\n")
+        return 2
     for warning in warnings:
         sys.stderr.write(f"warning: {warning}\n")
     if errors:

@@ -72,6 +72,10 @@ def _pod_slots(parent: Any, key: Any) -> Iterator[tuple[Any, Any, str]]:
             yield node, last, describe(doc)
 
 
+class MalformedManifest(ValueError):
+    """A document whose pod is not shaped as Kubernetes requires (a string where a list goes, ...)."""
+
+
 def inject_documents(docs: list[Any], config: InjectorConfig) -> tuple[list[Any], list[str], list[str]]:
     """Returns (new documents, warnings, errors). A pod with errors is left as it was."""
     warnings: list[str] = []
@@ -85,6 +89,9 @@ def inject_documents(docs: list[Any], config: InjectorConfig) -> tuple[list[Any]
                 errors += [f"{label}: {err}" for err in exc.errors]
                 warnings += [f"{label}: {w}" for w in exc.warnings]
                 continue
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                # The API server validates a pod's shape before admission; a file may hold anything.
+                raise MalformedManifest(f"{label}: not a valid pod ({type(exc).__name__}: {exc})") from None
             warnings += [f"{label}: {w}" for w in result.warnings]
             parent[key] = result.pod
     return out, warnings, errors

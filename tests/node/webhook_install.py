@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "podpatterns"
 RELEASE = "podpatterns"
 NAMESPACE = "podpatterns-system"
+# Tests scale the Deployment and delete and recreate the webhook configuration with kubectl; helm's
+# server-side apply then meets fields another manager owns: take them back, as an operator would.
+UPGRADE_FLAGS = ("--force-conflicts", "--wait", "--timeout", "4m")
 GIT_DAEMON_SCHEMES = ["https", "git"]
 
 
@@ -73,12 +76,12 @@ class Webhook:
         merged = _merge(self.values, overrides)
         path = self.values_file.with_name("values-upgrade.yaml")
         path.write_text(yaml.safe_dump(merged))
-        self.helm("upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "-f", str(path), "--wait", "--timeout", "4m")
+        self.helm("upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "-f", str(path), *UPGRADE_FLAGS)
         wait_ready(self.cluster)
 
     def restore(self) -> None:
         path = self.values_file
-        self.helm("upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "-f", str(path), "--wait", "--timeout", "4m")
+        self.helm("upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "-f", str(path), *UPGRADE_FLAGS)
         wait_ready(self.cluster)
 
     def pods(self) -> list[dict[str, Any]]:

@@ -228,6 +228,22 @@ class GitCloneConfig(Component):
     allowed_schemes: tuple[str, ...] = Field(default=("https",), alias="allowedSchemes")
     default_path: str = Field(default="/src", alias="defaultPath")
 
+    @field_validator("default_path")
+    @classmethod
+    def _default_path(cls, value: str) -> str:
+        """The same rules as the init-git-clone-path annotation, checked at load: a bad default would
+        otherwise deny every clone naming an annotation the pod never set."""
+        from webhook.injection import values  # imports this module: import at call time
+        from webhook.injection.annotations import AnnotationReader
+
+        reader = AnnotationReader({})
+        path = values.abs_path(reader, "defaultPath", value, what="directory")
+        if path is not None:
+            values.mountable_dir(reader, "defaultPath", value, path)
+        if reader.errors:
+            raise ValueError(reader.errors[0].reason)
+        return value
+
     @field_validator("allowed_schemes")
     @classmethod
     def _schemes(cls, value: tuple[str, ...]) -> tuple[str, ...]:

@@ -342,7 +342,8 @@ def auth_url(r: AnnotationReader, key: str, value: str) -> tuple[str, int, str] 
     """`https://<host>[:port]/<path>` as (host, port, path); no credentials, query or fragment."""
     try:
         parts = urlsplit(value)
-        port = parts.port or 443
+        # An explicit port must be 1-65535 (urlsplit reads ":0" as 0 and ":" as None, both refused).
+        port = (parts.port or 0) if ":" in parts.netloc.rpartition("@")[2] else 443
     except ValueError:
         parts, port = None, 0
     if parts is None or parts.scheme != "https" or not 1 <= port <= 65535:

@@ -84,6 +84,8 @@ def connect(kubeconfig: str | None) -> Kube:
             api = client.ApiClient()
     except ConfigException as exc:
         raise OpsError(f"no usable kubeconfig (pass --kubeconfig or set KUBECONFIG): {exc}") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise OpsError(f"cannot read kubeconfig {path or '~/.kube/config'}: {exc}") from None
     api.configuration.retries = 1  # fail fast on an unreachable cluster instead of urllib3's three retries
     kube = Kube(api, _context_namespace(path))
     kube.call("GET /version", client.VersionApi(api).get_code, _request_timeout=10)
