@@ -285,6 +285,15 @@ def test_strict_validation_is_not_a_no_op() -> None:
         ({"injector": {"tlsProxy": {"loadModules": ["modules/ngx_stream_module.so"]}}}, "loadModules"),
         ({"podDisruptionBudget": {"maxUnavailable": 0}}, "maxUnavailable"),  # would block every drain
         ({"podDisruptionBudget": {"maxUnavailable": "0%"}}, "maxUnavailable"),
+        ({"injector": {"cache": {"memory": "lots"}}}, "memory"),
+        (
+            {
+                "injector": {
+                    "exporters": {"jvm": {"image": "r/x:1", "port": 9404, "targetPort": 8080, "secretKeys": ["A-B"]}}
+                }
+            },
+            "secretKeys",
+        ),
     ],
     ids=[
         "top-level-typo",
@@ -297,6 +306,8 @@ def test_strict_validation_is_not_a_no_op() -> None:
         "relative-module",
         "pdb-zero",
         "pdb-zero-percent",
+        "cache-memory-not-a-quantity",
+        "exporter-secret-key-not-an-env-name",
     ],
 )
 def test_values_the_schema_does_not_allow_are_rejected(values: Doc, message: str, tmp_path: Path) -> None:
