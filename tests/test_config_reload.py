@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +18,17 @@ from typing import Any
 
 import pytest
 
-from tests.test_log_tail import AS_PID_1, NOBODY, SETPRIV, UNSHARE, alive, eventually, pid_one, running
+from tests.test_log_tail import (
+    AS_PID_1,
+    NOBODY,
+    SETPRIV,
+    alive,
+    busybox_root,
+    eventually,
+    pid_one,
+    require_tools,
+    running,
+)
 from webhook.injection import InjectorConfig, inject
 from webhook.injection import annotations as keys
 from webhook.injection.config_reload import MOUNT_ROOT
@@ -31,27 +40,16 @@ CONFIG = InjectorConfig.model_validate({"configReload": {"pollSeconds": 1, "sett
 
 @pytest.fixture(scope="module", autouse=True)
 def tools_installed() -> None:
-    for tool in (BUSYBOX, UNSHARE, SETPRIV):
-        if not Path(tool).is_file():
-            pytest.fail(f"{tool} is missing: run .ci/setup.sh (busybox, util-linux)")
-    if os.geteuid() != 0:
-        pytest.fail("these tests make PID namespaces and switch users: run them as root (CI does)")
+    require_tools()
 
 
 @pytest.fixture
 def root() -> Iterator[Path]:
     """bin/ with busybox's applets (the reloader image's tools) and vol/, a ConfigMap volume as kubelet writes it."""
-    top = Path(tempfile.mkdtemp(prefix="podpatterns-reload-"))
-    top.chmod(0o755)
-    (top / "bin").mkdir()
-    for applet in APPLETS:
-        os.symlink(BUSYBOX, top / "bin" / applet)
-    (top / "vol").mkdir(mode=0o755)
-    update(top / "vol", "..2024_01_01_00_00_00.000000001", "scrape_interval: 15s\n")
-    try:
+    with busybox_root("podpatterns-reload-", APPLETS) as top:
+        (top / "vol").mkdir(mode=0o755)
+        update(top / "vol", "..2024_01_01_00_00_00.000000001", "scrape_interval: 15s\n")
         yield top
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
 
 
 def update(volume: Path, stamp: str, content: str) -> None:

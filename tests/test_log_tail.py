@@ -28,8 +28,7 @@ NOBODY = 65534
 APPLETS = ("sh", "tail", "sleep", "id")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def tools_installed() -> None:
+def require_tools() -> None:
     for tool in (BUSYBOX, UNSHARE, SETPRIV):
         if not Path(tool).is_file():
             pytest.fail(f"{tool} is missing: run .ci/setup.sh (busybox, util-linux)")
@@ -37,19 +36,31 @@ def tools_installed() -> None:
         pytest.fail("these tests make PID namespaces and switch users: run them as root (CI does)")
 
 
-@pytest.fixture
-def root() -> Iterator[Path]:
-    """A directory every user may enter, with busybox's applets in bin/ (the tailer image's tools)."""
-    top = Path(tempfile.mkdtemp(prefix="podpatterns-tail-"))
+@contextlib.contextmanager
+def busybox_root(prefix: str, applets: tuple[str, ...]) -> Iterator[Path]:
+    """A directory every user may enter, with busybox's applets in bin/ (an image's tools), removed after."""
+    top = Path(tempfile.mkdtemp(prefix=prefix))
     top.chmod(0o755)
     (top / "bin").mkdir()
-    for applet in APPLETS:
+    for applet in applets:
         os.symlink(BUSYBOX, top / "bin" / applet)
-    (top / "logs").mkdir(mode=0o755)
     try:
         yield top
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tools_installed() -> None:
+    require_tools()
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    """busybox_root with the tailer image's tools, and logs/."""
+    with busybox_root("podpatterns-tail-", APPLETS) as top:
+        (top / "logs").mkdir(mode=0o755)
+        yield top
 
 
 def tailer(pod_security: dict[str, Any] | None = None, path: str = "/var/log/app/app.log") -> tuple[Any, ...]:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.node import cluster as cluster_mod
 from tests.node.cluster import Cluster, ClusterError
 from tests.node.webhook_install import Webhook, install_webhook
+from tests.node.workloads import es_deployment, services, tls_secret, wait_pod
 
 REQUIRE_ENV = "PODPATTERNS_REQUIRE_NODE"
 
@@ -85,3 +87,17 @@ def namespace(cluster: Cluster, webhook: Webhook, request: pytest.FixtureRequest
     )
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def es_pod(cluster: Cluster, namespace: str, tmp_path: Path) -> tuple[dict, object]:
+    """The seed's Elasticsearch Deployment (+ Services by port name and number), Ready, with its TLS material."""
+    tls = tls_secret(cluster, namespace, "elasticsearch-tls", tmp_path, [f"elasticsearch.{namespace}.svc"])
+    annotations = {
+        "podpatterns.io/tls-proxy": "elasticsearch-tls",
+        "podpatterns.io/exporter": "elasticsearch",
+        "podpatterns.io/log-tail": "/var/log/app/app.log",
+    }
+    cluster.apply([es_deployment(namespace, annotations), *services(namespace)])
+    pod = wait_pod(cluster, namespace, "app=elasticsearch", timeout=120)
+    return pod, tls

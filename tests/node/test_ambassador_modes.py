@@ -11,11 +11,11 @@ from pathlib import Path
 from tests.node import images
 from tests.node.cluster import Cluster
 from tests.node.pki import ClusterPKI
-from tests.node.test_elasticsearch import es_deployment
 from tests.node.workloads import (
     POD_SECURITY,
     RESTRICTED,
     container_statuses,
+    es_deployment,
     https_get,
     plain_get,
     retry,

@@ -8,15 +8,9 @@ both resolve to the proxy, the exporter answers, and the tailer streams the file
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
-import pytest
 
 from tests.node.cluster import Cluster
 from tests.node.workloads import (
-    ES_STANDIN,
-    POD_SECURITY,
-    app_container,
     container_statuses,
     https_get,
     logs,
@@ -24,61 +18,8 @@ from tests.node.workloads import (
     port_open,
     retry,
     tls_context,
-    tls_secret,
     wait_logs,
-    wait_pod,
 )
-
-
-def es_deployment(namespace: str, annotations: dict[str, str]) -> dict:
-    app = app_container(
-        "elasticsearch",
-        ES_STANDIN,
-        ports=[{"name": "http", "containerPort": 9200, "protocol": "TCP"}],
-        readinessProbe={"httpGet": {"path": "/_cluster/health", "port": "http"}, "periodSeconds": 2},
-        livenessProbe={"httpGet": {"path": "/", "port": 9200}, "periodSeconds": 5},
-    )
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "elasticsearch", "namespace": namespace},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "elasticsearch"}},
-            "template": {
-                "metadata": {"labels": {"app": "elasticsearch"}, "annotations": annotations},
-                "spec": {"securityContext": POD_SECURITY, "containers": [app]},
-            },
-        },
-    }
-
-
-def services(namespace: str) -> list[dict]:
-    def svc(name: str, target: object) -> dict:
-        return {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {
-                "selector": {"app": "elasticsearch"},
-                "ports": [{"name": "https", "port": 9200, "targetPort": target}],
-            },
-        }
-
-    return [svc("es-by-name", "http"), svc("es-by-number", 9200)]
-
-
-@pytest.fixture
-def es_pod(cluster: Cluster, namespace: str, tmp_path: Path) -> tuple[dict, object]:
-    tls = tls_secret(cluster, namespace, "elasticsearch-tls", tmp_path, [f"elasticsearch.{namespace}.svc"])
-    annotations = {
-        "podpatterns.io/tls-proxy": "elasticsearch-tls",
-        "podpatterns.io/exporter": "elasticsearch",
-        "podpatterns.io/log-tail": "/var/log/app/app.log",
-    }
-    cluster.apply([es_deployment(namespace, annotations), *services(namespace)])
-    pod = wait_pod(cluster, namespace, "app=elasticsearch", timeout=120)
-    return pod, tls
 
 
 def test_elasticsearch_pod_serves_tls_scrapes_and_streams_logs(cluster: Cluster, namespace: str, es_pod) -> None:

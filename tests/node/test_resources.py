@@ -11,8 +11,7 @@ import threading
 from pathlib import Path
 
 from tests.node.cluster import Cluster
-from tests.node.test_elasticsearch import es_deployment, services
-from tests.node.workloads import container_statuses, https_get, plain_get, retry, tls_context, tls_secret, wait_pod
+from tests.node.workloads import container_statuses, https_get, plain_get, retry, tls_context
 from webhook.injection.config import InjectorConfig, parse_quantity
 
 # A limit must leave this much room above the measured peak (load in a real cluster is higher than ours).
@@ -57,17 +56,10 @@ def _load(ip: str, tls: object, hostname: str, requests: int = 300, threads: int
 
 
 def test_injected_containers_peak_well_inside_their_default_limits(
-    cluster: Cluster, namespace: str, tmp_path: Path
+    cluster: Cluster, namespace: str, es_pod: tuple[dict, object]
 ) -> None:
+    pod, tls = es_pod  # the Elasticsearch Deployment: TLS proxy, exporter, log tailer
     hostname = f"elasticsearch.{namespace}.svc"
-    tls = tls_secret(cluster, namespace, "es-tls", tmp_path, [hostname])
-    annotations = {
-        "podpatterns.io/tls-proxy": "es-tls",
-        "podpatterns.io/exporter": "elasticsearch",
-        "podpatterns.io/log-tail": "/var/log/app/app.log",
-    }
-    cluster.apply([es_deployment(namespace, annotations), *services(namespace)])
-    pod = wait_pod(cluster, namespace, "app=elasticsearch", timeout=120)
     _load(pod["status"]["podIP"], tls, hostname)
     pod = cluster.get("pod", pod["metadata"]["name"], "-n", namespace)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from cryptography import x509
 
 from tests.node.cluster import Cluster
-from tests.node.test_elasticsearch import es_deployment
 from tests.node.webhook_install import NAMESPACE, RELEASE, Webhook
 from tests.node.workloads import (
     container_statuses,
+    es_deployment,
     https_get,
     retry,
     secret_from_files,

@@ -224,3 +224,41 @@ def retry(fn: Any, timeout: float = 20, interval: float = 0.5) -> Any:
             if time.monotonic() > deadline:
                 raise
             time.sleep(interval)
+
+
+def es_deployment(namespace: str, annotations: dict[str, str]) -> dict:
+    app = app_container(
+        "elasticsearch",
+        ES_STANDIN,
+        ports=[{"name": "http", "containerPort": 9200, "protocol": "TCP"}],
+        readinessProbe={"httpGet": {"path": "/_cluster/health", "port": "http"}, "periodSeconds": 2},
+        livenessProbe={"httpGet": {"path": "/", "port": 9200}, "periodSeconds": 5},
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "elasticsearch", "namespace": namespace},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "elasticsearch"}},
+            "template": {
+                "metadata": {"labels": {"app": "elasticsearch"}, "annotations": annotations},
+                "spec": {"securityContext": POD_SECURITY, "containers": [app]},
+            },
+        },
+    }
+
+
+def services(namespace: str) -> list[dict]:
+    def svc(name: str, target: object) -> dict:
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "selector": {"app": "elasticsearch"},
+                "ports": [{"name": "https", "port": 9200, "targetPort": target}],
+            },
+        }
+
+    return [svc("es-by-name", "http"), svc("es-by-number", 9200)]
