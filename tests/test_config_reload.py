@@ -63,23 +63,27 @@ def update(volume: Path, stamp: str, content: str) -> None:
         os.symlink("..data/prometheus.yml", volume / "prometheus.yml")
 
 
-def reloader(annotations: dict[str, str], pod_security: dict[str, Any] | None = None) -> dict[str, Any]:
-    pod: dict[str, Any] = {
+def reload_pod(annotations: dict[str, str], **spec: Any) -> dict[str, Any]:
+    """A pod whose container mounts the ConfigMap volume `config`, asking for config-reload (+ `annotations`)."""
+    return {
         "metadata": {"name": "app", "annotations": {keys.CONFIG_RELOAD: "config", **annotations}},
         "spec": {
             "containers": [
                 {
                     "name": "app",
                     "image": "registry.example.com/app:1",
-                    "volumeMounts": [{"name": "config", "mountPath": "/etc/prometheus"}],
+                    "volumeMounts": [{"name": "config", "mountPath": "/etc/app"}],
                 }
             ],
-            "volumes": [{"name": "config", "configMap": {"name": "prometheus"}}],
+            "volumes": [{"name": "config", "configMap": {"name": "app"}}],
+            **spec,
         },
     }
-    if pod_security:
-        pod["spec"]["securityContext"] = pod_security
-    result = inject(pod, CONFIG)
+
+
+def reloader(annotations: dict[str, str], pod_security: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec = {"securityContext": pod_security} if pod_security else {}
+    result = inject(reload_pod(annotations, **spec), CONFIG)
     (container,) = [c for c in result.pod["spec"]["initContainers"] if c["name"] == "podpatterns-config-reload"]
     return container
 
@@ -258,21 +262,7 @@ def test_the_reloader_as_pid_1_stops_at_once_on_sigterm(root: Path, endpoint: En
 
 
 def reload_spec(annotations: dict[str, str], **spec: Any) -> tuple[dict[str, Any], list[str]]:
-    pod: dict[str, Any] = {
-        "metadata": {"name": "app", "annotations": {keys.CONFIG_RELOAD: "config", **annotations}},
-        "spec": {
-            "containers": [
-                {
-                    "name": "app",
-                    "image": "registry.example.com/app:1",
-                    "volumeMounts": [{"name": "config", "mountPath": "/etc/app"}],
-                }
-            ],
-            "volumes": [{"name": "config", "configMap": {"name": "app"}}],
-            **spec,
-        },
-    }
-    result = inject(pod, InjectorConfig())
+    result = inject(reload_pod(annotations, **spec), InjectorConfig())
     return result.pod["spec"], list(result.warnings)
 
 

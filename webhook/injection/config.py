@@ -12,10 +12,10 @@ import re
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from webhook.injection import fingerprint
 from webhook.injection.errors import ConfigError
@@ -33,6 +33,9 @@ def _plain_file(path: str) -> str:
     if not FILE_PATH.match(path) or ".." in path.split("/") or "//" in path or path.endswith("/"):
         raise ValueError(f"{path!r} is not a plain absolute file path")
     return path
+
+
+PlainFile = Annotated[str, AfterValidator(_plain_file)]  # a file in an image: a plain absolute path
 
 
 QUANTITY = re.compile(r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
@@ -151,13 +154,8 @@ class TlsProxyConfig(Component):
                 raise ValueError(f"{path!r} is not a plain absolute path to a module (.so)")
         return value
 
-    system_ca_bundle: str = Field(default=DEFAULT_CA_BUNDLE, alias="systemCABundle")
+    system_ca_bundle: PlainFile = Field(default=DEFAULT_CA_BUNDLE, alias="systemCABundle")
     """The image's CA bundle: what the auth gate verifies its service with when no tls-proxy-auth-ca is named."""
-
-    @field_validator("system_ca_bundle")
-    @classmethod
-    def _bundle(cls, value: str) -> str:
-        return _plain_file(value)
 
 
 class TlsEgressConfig(Component):
@@ -168,13 +166,8 @@ class TlsEgressConfig(Component):
     resources: Resources = Resources(
         requests={"cpu": "10m", "memory": "16Mi"}, limits={"cpu": "500m", "memory": "64Mi"}
     )
-    system_ca_bundle: str = Field(default=DEFAULT_CA_BUNDLE, alias="systemCABundle")
+    system_ca_bundle: PlainFile = Field(default=DEFAULT_CA_BUNDLE, alias="systemCABundle")
     """Servers are verified against this bundle of the image when no tls-egress-ca is named: never unverified."""
-
-    @field_validator("system_ca_bundle")
-    @classmethod
-    def _bundle(cls, value: str) -> str:
-        return _plain_file(value)
 
 
 class LogTailConfig(Component):
